@@ -1,0 +1,98 @@
+"""The ``nas`` command: one entry point, sub-commands registered from small modules.
+
+Bad input of any kind ends as one line on stderr and exit code 2 (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+import click
+import typer
+
+from . import __version__
+from .errors import UserError
+
+app = typer.Typer(
+    name="nas",
+    help="Search ShuffleNet v1 architectures under FLOP and latency budgets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"shufflenas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """shufflenas: neural architecture search for ShuffleNet v1 (Zhang et al., CVPR 2018)."""
+
+
+def _register() -> None:
+    """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
+    from .commands import presets
+
+    presets.register(app)
+
+
+_register()
+
+
+def _click_errors() -> tuple[type, ...]:
+    """Usage-error classes of click and of the click copy that newer typer vendors."""
+    classes: list[type] = [click.UsageError]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:  # typer without a vendored click
+        pass
+    else:
+        classes.append(vendored.UsageError)
+    return tuple(classes)
+
+
+def _abort_errors() -> tuple[type, ...]:
+    return (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; bad input becomes ``nas: error: ...`` and exit code 2."""
+    command = typer.main.get_command(app)
+    args = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        result = command.main(args=args, prog_name="nas", standalone_mode=False)
+    except _click_errors() as error:
+        ctx = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            click.echo(ctx.get_help())
+            return 2
+        path = ctx.command_path if ctx is not None else "nas"
+        click.echo(f"nas: error: {error.format_message()} (see '{path} --help')", err=True)
+        return 2
+    except UserError as error:
+        click.echo(f"nas: error: {error}", err=True)
+        return 2
+    except _abort_errors():
+        click.echo("nas: interrupted", err=True)
+        return 130
+    except (typer.Exit, click.exceptions.Exit) as done:
+        return int(getattr(done, "exit_code", 0) or 0)
+    return result if isinstance(result, int) else 0
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,1 @@
+"""Sub-commands of ``nas``, one module each, each with a ``register(app)`` function."""
