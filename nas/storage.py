@@ -1,0 +1,150 @@
+"""Study storage: where every run lives. One Optuna storage, many studies.
+
+Accepted forms of ``--storage``:
+- nothing: ``runs/shufflenas.db`` (SQLite) under the current folder;
+- a file path ending in ``.db``, ``.sqlite`` or ``.sqlite3``: that SQLite file;
+- ``journal:PATH`` or a path ending in ``.log`` / ``.jsonl``: an Optuna journal file;
+- any SQLAlchemy URL Optuna accepts (``sqlite:///...``, ``postgresql://...``, ``mysql://...``).
+Problems become a one-line :class:`~nas.errors.UserError`; nothing stored is ever modified
+by opening it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "DEFAULT_STORAGE_PATH",
+    "describe_storage",
+    "list_study_names",
+    "load_study",
+    "open_storage",
+    "resolve_storage_url",
+]
+
+DEFAULT_STORAGE_PATH = Path("runs") / "shufflenas.db"
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_JOURNAL_SUFFIXES = (".log", ".jsonl")
+
+
+def resolve_storage_url(storage: str | os.PathLike | None) -> str:
+    """A canonical storage URL: ``sqlite:///abs/path``, ``journal:abs/path`` or the URL given."""
+    if storage is None or str(storage).strip() == "":
+        return f"sqlite:///{DEFAULT_STORAGE_PATH.resolve()}"
+    text = str(storage).strip()
+    if text.startswith("journal:"):
+        return f"journal:{Path(text[len('journal:'):]).expanduser().resolve()}"
+    if "://" in text:
+        if text.startswith("sqlite:///"):
+            return f"sqlite:///{Path(text[len('sqlite:///'):]).expanduser().resolve()}"
+        return text
+    path = Path(text).expanduser()
+    if path.suffix in _SQLITE_SUFFIXES:
+        return f"sqlite:///{path.resolve()}"
+    if path.suffix in _JOURNAL_SUFFIXES:
+        return f"journal:{path.resolve()}"
+    raise UserError(
+        f"storage {text!r} is neither a URL (sqlite:///..., postgresql://...) nor a file ending in "
+        f"{', '.join(_SQLITE_SUFFIXES + _JOURNAL_SUFFIXES)}"
+    )
+
+
+def describe_storage(url: str) -> str:
+    """A short human form of a storage URL (no password)."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    if url.startswith("journal:"):
+        return url[len("journal:"):]
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+
+def _check_sqlite_file(path: Path, *, create: bool) -> None:
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise UserError(f"cannot read the study storage {path}: permission denied")
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+                connection.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as error:
+            raise UserError(f"{path} is not a readable study storage ({error}); point --storage elsewhere") from None
+        return
+    if not create:
+        raise UserError(f"no study storage at {path}; run `nas search` first or pass --storage")
+    parent = path.parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as error:
+            raise UserError(f"cannot create the folder {parent} for the study storage: {error.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write the study storage in {parent}: permission denied")
+
+
+def open_storage(storage: str | os.PathLike | None, *, create: bool = True) -> "optuna.storages.BaseStorage":
+    """Open (and with ``create``, make) the storage; every failure is a one-line UserError."""
+    import optuna
+
+    url = resolve_storage_url(storage)
+    sqlite_path = _sqlite_path(url)
+    if sqlite_path is not None:
+        _check_sqlite_file(sqlite_path, create=create)
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 60}}, heartbeat_interval=None
+            )
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy/Optuna raise many kinds
+            raise UserError(f"cannot open the study storage {sqlite_path}: {_first_line(error)}") from None
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):])
+        if not path.exists() and not create:
+            raise UserError(f"no journal storage at {path}; run `nas search` first or pass --storage")
+        if not path.parent.exists():
+            if not create:
+                raise UserError(f"no journal storage at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except Exception as error:  # noqa: BLE001
+            raise UserError(f"cannot open the journal storage {path}: {_first_line(error)}") from None
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    except Exception as error:  # noqa: BLE001
+        raise UserError(f"cannot open the study storage {describe_storage(url)}: {_first_line(error)}") from None
+
+
+def list_study_names(storage: "optuna.storages.BaseStorage") -> list[str]:
+    return [summary.study_name for summary in storage.get_all_studies()]
+
+
+def load_study(storage: "optuna.storages.BaseStorage", name: str | None) -> "optuna.Study":
+    """An existing study by name; with ``name=None``, the only (or newest) one."""
+    import optuna
+
+    names = list_study_names(storage)
+    if not names:
+        raise UserError("the storage holds no study yet; run `nas search` first")
+    if name is None:
+        name = names[-1]
+    elif name not in names:
+        raise UserError(f"no study named {name!r}; the storage holds: {', '.join(names)}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
