@@ -41,9 +41,10 @@ def _root(
 
 def _register() -> None:
     """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
-    from .commands import presets
+    from .commands import export, presets
 
     presets.register(app)
+    export.register(app)
 
 
 _register()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .complexity import Complexity, LayerCost, complexity
 from .config import CONFIG_SCHEMA_VERSION, PAPER_STAGE2_CHANNELS, ShuffleNetConfig, quantize_channels
+from .io import load, save
 from .presets import PRESETS, Preset, get_preset, preset_names
 from .structure import UnitSpec, unit_specs
 
@@ -19,8 +20,10 @@ __all__ = [
     "build_model",
     "complexity",
     "get_preset",
+    "load",
     "preset_names",
     "quantize_channels",
+    "save",
     "unit_specs",
 ]
 

@@ -1,0 +1,96 @@
+"""``nas export``: write a trial as ONNX, PyTorch weights + config, and a model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+
+
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to create with the exported files."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage (default runs/shufflenas.db)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the newest)."),
+    trial: Optional[int] = typer.Option(None, "--trial", min=0, help="Export this trial number."),
+    best: bool = typer.Option(False, "--best", help="Export the most accurate feasible trial of the front."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="With --best: FLOP budget, e.g. 140M."),
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="With --best: e.g. 30ms."),
+    formats: str = typer.Option("onnx,pytorch", "--format", help="Comma-separated: onnx, pytorch."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    untrained: bool = typer.Option(False, "--untrained", help="Export the architecture with fresh weights."),
+    train_epochs: Optional[int] = typer.Option(
+        None, "--train-epochs", min=1, help="Train the chosen config this many epochs before export."
+    ),
+    data: Optional[str] = typer.Option(None, "--data", help="With --train-epochs: data set spec (default: the study's)."),
+    onnx_exporter: str = typer.Option(
+        "dynamo", "--onnx-exporter", help="dynamo (torch's current exporter) or legacy (TorchScript, faster)."
+    ),
+) -> None:
+    """Export one trial: model.onnx, model.pt + config.json, model_card.md/.json.
+
+    Pick it with --trial N, or --best [--budget 140M] [--latency-budget 30ms]. Without
+    --train-epochs or --untrained the weights the search kept (--keep-weights) are exported.
+    """
+    request = _request(
+        out=out, storage=storage, study=study, trial=trial, best=best, budget=budget,
+        latency_budget=latency_budget, formats=formats, force=force, untrained=untrained,
+        train_epochs=train_epochs, data=data, onnx_exporter=onnx_exporter,
+    )
+    from ..export import run_export
+
+    result = run_export(request, train=_trainer() if train_epochs is not None else None, log=_log)
+    card = result.card
+    accuracy = card["accuracy"]["value"] if card.get("accuracy") else None
+    typer.echo(
+        f"exported trial {result.record.number} of {card['provenance']['study']} "
+        f"({card['complexity']['mflops']:.1f} MFLOPs, {card['complexity']['params'] / 1e6:.3f} M params"
+        + ("" if accuracy is None else f", search accuracy {100 * accuracy:.2f}%")
+        + f", weights: {card['weights']['source']}) to {result.out}: {', '.join(result.files)}"
+    )
+
+
+def _request(*, out, storage, study, trial, best, budget, latency_budget, formats, force, untrained, train_epochs, data, onnx_exporter):  # noqa: ANN001, ANN202, E501
+    from ..export import ExportRequest, parse_formats
+
+    if (trial is None) == (not best):
+        raise UserError("choose the trial with exactly one of --trial N or --best")
+    if trial is not None and (budget or latency_budget):
+        raise UserError("--budget and --latency-budget select a trial with --best; drop them with --trial")
+    if untrained and train_epochs is not None:
+        raise UserError("--untrained and --train-epochs exclude each other; pick one")
+    if onnx_exporter not in ("dynamo", "legacy"):
+        raise UserError(f"--onnx-exporter {onnx_exporter!r}: choose dynamo or legacy")
+    if data is not None and train_epochs is None:
+        raise UserError("--data is only used with --train-epochs N")
+    budget_macs = None
+    if budget is not None:
+        from ..budget import parse_budget
+
+        budget_macs = parse_budget(budget)
+    return ExportRequest(
+        out=out, storage=storage, study=study, trial=trial, budget_macs=budget_macs, budget_label=budget,
+        latency_budget_ms=None if latency_budget is None else _parse_latency(latency_budget),
+        formats=parse_formats(formats), force=force, untrained=untrained, train_epochs=train_epochs, data=data,
+        onnx_exporter=onnx_exporter,
+    )
+
+
+def _parse_latency(text: str) -> float:
+    from ..latency.budget import parse_latency
+
+    return parse_latency(text)
+
+
+def _trainer():  # noqa: ANN202
+    raise UserError("--train-epochs is not implemented yet")
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)

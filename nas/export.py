@@ -1,0 +1,412 @@
+"""``nas export``: turn one trial of a study into files someone can ship.
+
+The output folder holds ``model.onnx`` (one self-contained file), ``model.pt`` + ``config.json``
+(read back with ``shufflenet_core.load``) and a model card (``model_card.md`` / ``.json``).
+Everything is written into a hidden temporary folder beside the target and renamed into place
+at the end, so a failure or Ctrl-C leaves either the old folder or nothing, never half a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from shufflenet_core import ShuffleNetConfig, complexity
+
+from . import records as keys
+from .errors import UserError
+from .records import StudyInfo, TrialRecord
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "FORMATS",
+    "ExportRequest",
+    "ExportResult",
+    "WeightsSource",
+    "check_output_folder",
+    "parse_formats",
+    "run_export",
+    "select_best",
+    "select_trial",
+]
+
+FORMATS = ("onnx", "pytorch")
+ONNX_FILE = "model.onnx"
+CARD_MARKDOWN = "model_card.md"
+CARD_JSON = "model_card.json"
+ONNX_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the user asked for, already parsed (budgets in MACs and milliseconds)."""
+
+    out: Path
+    storage: str | None = None
+    study: str | None = None
+    trial: int | None = None
+    budget_macs: int | None = None
+    budget_label: str | None = None
+    latency_budget_ms: float | None = None
+    formats: tuple[str, ...] = FORMATS
+    force: bool = False
+    untrained: bool = False
+    train_epochs: int | None = None
+    data: str | None = None
+    onnx_exporter: str = "dynamo"
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the exported weights come from, for the model card."""
+
+    kind: str  # "search" (the trial's kept weights), "untrained", "trained" (by nas export)
+    description: str
+    path: str | None = None
+    training: dict[str, Any] | None = None  # recipe, epochs, data and test accuracy when "trained"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    record: TrialRecord
+    files: tuple[str, ...]
+    card: dict[str, Any]
+
+
+# --- choosing the trial --------------------------------------------------------------------
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    wanted = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [name for name in wanted if name not in FORMATS]
+    if unknown or not wanted:
+        raise UserError(f"--format {text!r}: choose from {', '.join(FORMATS)} (comma-separated)")
+    return wanted
+
+
+def with_recomputed_macs(record: TrialRecord) -> TrialRecord:
+    """The record with MACs/params counted from its stored config (the stored numbers may be stale)."""
+    if record.config is None:
+        return record
+    cost = complexity(record.config)
+    return dataclasses.replace(record, macs=cost.macs, params=cost.params)
+
+
+def select_trial(records: Sequence[TrialRecord], number: int) -> TrialRecord:
+    """Trial ``number``, if it finished with a config and an accuracy."""
+    by_number = {record.number: record for record in records}
+    record = by_number.get(number)
+    if record is None:
+        known = sorted(by_number)
+        span = f"0..{known[-1]}" if known else "none"
+        raise UserError(f"no trial {number} in this study (trials: {span})")
+    if record.state != "COMPLETE" or record.config is None:
+        state = {"FAIL": "failed", "PRUNED": "pruned", "RUNNING": "still running"}.get(record.state, record.state.lower())
+        raise UserError(f"trial {number} has no result to export ({state}); pick a completed trial")
+    return with_recomputed_macs(record)
+
+
+def select_best(
+    records: Sequence[TrialRecord],
+    info: StudyInfo,
+    *,
+    budget_macs: int | None = None,
+    latency_budget_ms: float | None = None,
+    budget_label: str | None = None,
+) -> TrialRecord:
+    """The most accurate trial of the feasible Pareto front within the budgets.
+
+    MACs are recounted from each stored config; latency is the trial's ``latency_ms``. A
+    trial without a latency is out when a latency budget is given.
+    """
+    from .analysis import front_records
+
+    complete = [with_recomputed_macs(r) for r in records if r.complete and r.config is not None]
+    feasible = [r for r in complete if r.feasible]
+    if not feasible:
+        raise UserError(f"no feasible completed trial in study {info.name!r} ({len(complete)} completed)")
+    candidates = [r for r in feasible if budget_macs is None or (r.macs is not None and r.macs <= budget_macs)]
+    if latency_budget_ms is not None:
+        timed = [r for r in candidates if r.latency_ms is not None]
+        if not [r for r in feasible if r.latency_ms is not None]:
+            raise UserError("no trial of this study has a latency; drop --latency-budget or search with latency")
+        candidates = [r for r in timed if float(r.latency_ms) <= latency_budget_ms]
+    if not candidates:
+        raise UserError(_no_candidate_message(feasible, budget_macs, budget_label, latency_budget_ms))
+    objectives = [name for name in info.objectives if name in ("accuracy", "mflops", "latency_ms")]
+    if latency_budget_ms is not None and "latency_ms" not in objectives:
+        objectives.append("latency_ms")
+    front = front_records(candidates, objectives or ("accuracy", "mflops"))
+    return max(front, key=lambda r: (r.accuracy, -(r.macs or 0), -(r.latency_ms or 0.0), -r.number))
+
+
+def _no_candidate_message(
+    feasible: list[TrialRecord], budget_macs: int | None, label: str | None, latency_ms: float | None
+) -> str:
+    limits = []
+    if budget_macs is not None:
+        limits.append(f"{label or f'{budget_macs / 1e6:g}M'} MACs")
+    if latency_ms is not None:
+        limits.append(f"{latency_ms:g} ms")
+    smallest = min(r.macs for r in feasible if r.macs is not None) / 1e6
+    hint = f"the smallest feasible trial uses {smallest:.1f} MFLOPs"
+    timed = [float(r.latency_ms) for r in feasible if r.latency_ms is not None]
+    if latency_ms is not None and timed:
+        hint += f", the fastest takes {min(timed):.2f} ms"
+    return f"no feasible trial within {' and '.join(limits)} ({hint}); raise the budget"
+
+
+# --- the output folder ----------------------------------------------------------------------
+
+
+def check_output_folder(out: Path, *, force: bool) -> None:
+    """Fail early (before any training) when ``out`` cannot be written as asked."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise UserError(f"--out {out} exists and is not a folder; choose another path")
+        if not force:
+            raise UserError(f"--out {out} already exists; pass --force to replace it or choose another path")
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot create {out}: {ancestor} is a file; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {ancestor}: permission denied; choose another --out")
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create the missing ancestors of ``folder``; return them (deepest first) for cleanup."""
+    created = []
+    probe = folder
+    while not probe.exists():
+        created.append(probe)
+        probe = probe.parent
+    for path in reversed(created):
+        path.mkdir()
+    return created
+
+
+def write_atomically(out: Path, *, force: bool, fill: Callable[[Path], None]) -> None:
+    """Call ``fill(tmp)`` on a fresh hidden folder beside ``out``, then rename it to ``out``."""
+    created: list[Path] = []
+    staging: Path | None = None
+    backup: Path | None = None
+    try:
+        created = _make_parents(out.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        fill(staging)
+        if out.exists():
+            if not force:
+                raise UserError(f"--out {out} appeared while exporting; pass --force to replace it")
+            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, backup / out.name)
+        os.replace(staging, out)
+        staging = None
+    except OSError as error:
+        _restore(out, backup)
+        raise UserError(f"cannot write {out}: {error.strerror or error}") from None
+    except BaseException:
+        _restore(out, backup)
+        raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None or not out.exists():
+            for path in created:  # deepest first; only folders this call made, and only if empty
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+
+
+def _restore(out: Path, backup: Path | None) -> None:
+    if backup is not None and (backup / out.name).exists() and not out.exists():
+        os.replace(backup / out.name, out)
+
+
+# --- weights --------------------------------------------------------------------------------
+
+
+def resolve_weights_path(record: TrialRecord, storage_url: str) -> Path | None:
+    """The trial's kept state_dict file: absolute, else relative to the cwd or the storage file."""
+    stored = record.attrs.get(keys.WEIGHTS_PATH)
+    if not stored:
+        return None
+    path = Path(str(stored)).expanduser()
+    if path.is_absolute():
+        return path
+    bases = [Path.cwd()]
+    for prefix in ("sqlite:///", "journal:"):
+        if storage_url.startswith(prefix):
+            bases.append(Path(storage_url[len(prefix):]).parent)
+    for base in bases:
+        if (base / path).is_file():
+            return base / path
+    return bases[-1] / path
+
+
+def model_with_stored_weights(config: ShuffleNetConfig, path: Path) -> tuple["nn.Module", ShuffleNetConfig]:
+    """Build ``config`` and load the trial's state_dict into it.
+
+    Proxy training may change the classifier and input channels to fit its data set (e.g. 10
+    classes, 1 channel); those two are read from the weights' shapes, never guessed.
+    """
+    from shufflenet_core import build_model
+    from shufflenet_core.io import load_state_dict
+
+    if not path.is_file():
+        raise UserError(f"the trial's weights file {path} is missing; use --train-epochs N or --untrained")
+    try:
+        state = load_state_dict(path)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    classifier, stem = state.get("classifier.weight"), state.get("stem.conv.weight")
+    if classifier is not None and stem is not None:
+        config = config.replace(num_classes=int(classifier.shape[0]), in_channels=int(stem.shape[1]))
+    model = build_model(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise UserError(f"the weights in {path} do not fit trial's config ({first})") from None
+    return model.eval(), config
+
+
+def fresh_model(config: ShuffleNetConfig, seed: int) -> "nn.Module":
+    import torch
+
+    from shufflenet_core import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(config).eval()
+
+
+# --- the export itself ----------------------------------------------------------------------
+
+
+def load_study_records(storage: str | None, study_name: str | None):  # noqa: ANN201 - optuna lazily
+    from .records import load_records, study_info
+    from .storage import load_study, open_storage, resolve_storage_url
+
+    url = resolve_storage_url(storage)
+    study = load_study(open_storage(storage, create=False), study_name)
+    return url, study_info(study), load_records(study)
+
+
+def run_export(request: ExportRequest, *, train: Callable[..., Any] | None = None, log: Callable[[str], None] = print) -> ExportResult:
+    """Pick the trial, get its weights, write every file; raise UserError on bad input."""
+    from .model_card import build_card, render_markdown
+
+    out = request.out.expanduser().absolute()
+    check_output_folder(out, force=request.force)
+    url, info, records = load_study_records(request.storage, request.study)
+    if request.trial is not None:
+        record = select_trial(records, request.trial)
+    else:
+        record = select_best(
+            records, info, budget_macs=request.budget_macs, latency_budget_ms=request.latency_budget_ms,
+            budget_label=request.budget_label,
+        )
+    assert record.config is not None
+    model, config, weights = _weights_for(record, info, url, request, train, log)
+    onnx_info: dict[str, Any] | None = None
+    files: list[str] = []
+
+    def fill(folder: Path) -> None:
+        nonlocal onnx_info
+        if "pytorch" in request.formats:
+            from shufflenet_core.io import CONFIG_FILE, WEIGHTS_FILE, save
+
+            save(model, folder, config=config)
+            files.extend([WEIGHTS_FILE, CONFIG_FILE])
+        if "onnx" in request.formats:
+            onnx_info = _write_onnx(model, folder / ONNX_FILE, exporter=request.onnx_exporter)
+            files.append(ONNX_FILE)
+        card = build_card(
+            record=record, info=info, storage_url=url, config=config, weights=weights,
+            onnx=onnx_info, files=files, request=request,
+        )
+        _write_json(folder / CARD_JSON, card)
+        (folder / CARD_MARKDOWN).write_text(render_markdown(card), encoding="utf-8")
+        files.extend([CARD_MARKDOWN, CARD_JSON])
+        result_card.update(card)
+
+    result_card: dict[str, Any] = {}
+    write_atomically(out, force=request.force, fill=fill)
+    return ExportResult(out=out, record=record, files=tuple(files), card=result_card)
+
+
+def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN202 - internal step
+    config = record.config
+    seed = int(info.attrs.get(keys.SEED, 0) or 0)
+    if request.train_epochs is not None:
+        if train is None:
+            raise UserError("--train-epochs is not available in this build")
+        model, training = train(config=config, epochs=request.train_epochs, data=request.data, seed=seed, log=log)
+        config = model.config
+        return model.eval(), config, WeightsSource("trained", f"trained for {request.train_epochs} epochs by nas export", training=training)
+    if request.untrained:
+        return fresh_model(config, seed), config, WeightsSource("untrained", f"fresh initialisation (seed {seed}); not trained")
+    path = resolve_weights_path(record, url)
+    if path is None:
+        raise UserError(
+            f"trial {record.number} kept no weights (search without --keep-weights); "
+            "pass --train-epochs N to train it, or --untrained for the architecture alone"
+        )
+    model, config = model_with_stored_weights(config, path)
+    epochs = record.attrs.get(keys.EPOCHS)
+    return model, config, WeightsSource(
+        "search", f"weights kept by the search ({epochs} epoch(s) of proxy training)" if epochs else "weights kept by the search",
+        path=str(path),
+    )
+
+
+def _write_onnx(model: "nn.Module", path: Path, *, exporter: str = "dynamo") -> dict[str, Any]:
+    """Export (batch, height and width left free), falling back to the legacy exporter; verify."""
+    from shufflenet_core.onnx_export import DEFAULT_OPSET, check_onnx, export_onnx
+
+    options = dict(dynamic_batch=True, dynamic_spatial=True, opset=DEFAULT_OPSET)
+    try:
+        export_onnx(model, path, exporter=exporter, **options)
+    except Exception:  # noqa: BLE001 - torch.export raises many kinds; the legacy path is the fallback
+        if exporter == "legacy":
+            raise
+        path.unlink(missing_ok=True)
+        exporter = "legacy"
+        export_onnx(model, path, exporter="legacy", **options)
+    try:
+        check = check_onnx(model, path, atol=ONNX_ATOL, batch_sizes=(1, 2))
+    except ValueError as error:
+        raise UserError(f"the ONNX export failed its check: {error}") from None
+    config = model.config
+    return {
+        "file": ONNX_FILE,
+        "opset": check.opset,
+        "exporter": exporter,
+        "input": {
+            "name": "input", "shape": ["batch", config.in_channels, "height", "width"], "dtype": "float32",
+            "deployment_size": config.input_size,
+        },
+        "output": {"name": "output", "shape": ["batch", config.num_classes]},
+        "max_abs_diff_vs_pytorch": check.max_abs_diff,
+        "checked_batch_sizes": list(check.batch_sizes),
+        "bytes": path.stat().st_size,
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,226 @@
+"""The model card of an exported model: one dict (written as JSON) and its Markdown rendering.
+
+A card says what the model costs (MFLOPs, params), how good it is and how that was measured
+(data, recipe, epochs), how fast it is and where that number comes from, and where the model
+came from (storage, study, trial, seed, version, date). Pure functions: no torch, no storage.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, Any, Sequence
+
+from shufflenet_core import ShuffleNetConfig, complexity
+
+from . import __version__
+from . import records as keys
+from .records import StudyInfo, TrialRecord
+
+if TYPE_CHECKING:
+    from .export import ExportRequest, WeightsSource
+
+__all__ = ["CARD_SCHEMA", "build_card", "render_markdown"]
+
+CARD_SCHEMA = "shufflenas.model_card/1"
+
+
+def build_card(
+    *,
+    record: TrialRecord,
+    info: StudyInfo,
+    storage_url: str,
+    config: ShuffleNetConfig,
+    weights: "WeightsSource",
+    onnx: dict[str, Any] | None,
+    files: Sequence[str],
+    request: "ExportRequest",
+) -> dict[str, Any]:
+    from .storage import describe_storage
+
+    cost = complexity(config)
+    attrs = record.attrs
+    return {
+        "schema": CARD_SCHEMA,
+        "name": f"{info.name}-trial{record.number}",
+        "architecture": {"family": "ShuffleNet v1", "short_name": config.short_name, "config": config.to_dict()},
+        "complexity": {
+            "mflops": round(cost.mflops, 6),
+            "macs": cost.macs,
+            "params": cost.params,
+            "input_size": config.input_size,
+            "convention": f"multiply-accumulates of conv and FC layers at {config.input_size}x{config.input_size}",
+            "searched_macs": record.macs,
+        },
+        "weights": {
+            "source": weights.kind,
+            "description": weights.description,
+            "path": weights.path,
+            **({"training": weights.training} if weights.training else {}),
+        },
+        "accuracy": _accuracy_section(record, info, weights.kind),
+        "latency": _latency_section(record),
+        "files": {"list": list(files), "onnx": onnx, "pytorch": _pytorch_section(files)},
+        "provenance": {
+            "storage": describe_storage(storage_url),
+            "study": info.name,
+            "trial": record.number,
+            "selection": _selection_text(request),
+            "seed": info.attrs.get(keys.SEED),
+            "study_budget": info.budget_label or (None if info.budget_macs is None else f"{info.budget_macs} MACs"),
+            "preset": record.preset,
+            "searched_with": info.attrs.get(keys.SHUFFLENAS_VERSION),
+            "exported_with": f"shufflenas {__version__}",
+            "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        },
+        "trial_attrs": {k: v for k, v in attrs.items() if k not in (keys.CONFIG, keys.LEARNING_CURVE)},
+    }
+
+
+def _accuracy_section(record: TrialRecord, info: StudyInfo, weights_kind: str) -> dict[str, Any] | None:
+    if record.accuracy is None:
+        return None
+    attrs, spec = record.attrs, info.attrs.get(keys.EVALUATOR_SPEC)
+    epochs = attrs.get(keys.EPOCHS)
+    if epochs is None and isinstance(spec, dict):
+        epochs = spec.get("epochs")
+    applies = {
+        "search": "the exported weights (one run of the search's proxy training)",
+        "untrained": "the architecture only; the exported weights are untrained",
+        "trained": "the architecture under the search's proxy training; see weights.training for these weights",
+    }[weights_kind]
+    return {
+        "value": record.accuracy,
+        "std": record.accuracy_std,
+        "per_seed": attrs.get(keys.ACCURACY_SEEDS),
+        "metric": "validation accuracy (held out from the training images)",
+        "applies_to": applies,
+        "data": info.attrs.get(keys.DATA_SPEC),
+        "evaluator": attrs.get(keys.EVALUATOR) or (spec.get("name") if isinstance(spec, dict) else None),
+        "recipe": spec,
+        "epochs": epochs,
+        "learning_curve": list(record.learning_curve),
+    }
+
+
+def _latency_section(record: TrialRecord) -> dict[str, Any] | None:
+    if record.latency_ms is None:
+        return None
+    return {
+        "ms": float(record.latency_ms),
+        "source": record.attrs.get(keys.LATENCY_SOURCE, "unknown"),
+        "device": record.attrs.get(keys.LATENCY_DEVICE),
+    }
+
+
+def _pytorch_section(files: Sequence[str]) -> dict[str, Any] | None:
+    if "model.pt" not in files:
+        return None
+    return {"weights": "model.pt", "config": "config.json", "load": "shufflenet_core.load(folder)"}
+
+
+def _selection_text(request: "ExportRequest") -> str:
+    if request.trial is not None:
+        return f"--trial {request.trial}"
+    limits = []
+    if request.budget_macs is not None:
+        limits.append(f"--budget {request.budget_label or request.budget_macs}")
+    if request.latency_budget_ms is not None:
+        limits.append(f"--latency-budget {request.latency_budget_ms:g}ms")
+    return " ".join(["--best", *limits])
+
+
+# --- Markdown ------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    arch, cost, weights = card["architecture"], card["complexity"], card["weights"]
+    config, prov = arch["config"], card["provenance"]
+    lines = [
+        f"# {card['name']}: ShuffleNet v1 `{arch['short_name']}`",
+        "",
+        f"Exported by {prov['exported_with']} on {prov['exported_at']} from trial {prov['trial']} "
+        f"of study `{prov['study']}` ({prov['selection']}).",
+        "",
+        "## Architecture and cost",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| groups | {config['groups']} |",
+        f"| stage output channels | {' / '.join(str(c) for c in config['stage_out_channels'])} |",
+        f"| stage depths | {' / '.join(str(d) for d in config['stage_depths'])} |",
+        f"| stem channels | {config['stem_channels']} |",
+        f"| bottleneck ratio | {config['bottleneck_ratio']:g} |",
+        f"| channel shuffle | {'yes' if config['channel_shuffle'] else 'no'} |",
+        f"| input | {config['in_channels']} x {config['input_size']} x {config['input_size']} |",
+        f"| classes | {config['num_classes']} |",
+        f"| **MFLOPs** | **{cost['mflops']:.3f}** ({cost['convention']}) |",
+        f"| **parameters** | **{cost['params']:,}** ({cost['params'] / 1e6:.4f} M) |",
+        "",
+        "## Weights",
+        "",
+        f"{weights['description']}.",
+    ]
+    training = weights.get("training")
+    if training:
+        lines += ["", *(f"- {key}: {_plain(value)}" for key, value in training.items())]
+    lines += ["", "## Accuracy", ""]
+    accuracy = card["accuracy"]
+    if accuracy is None:
+        lines.append("The trial has no recorded accuracy.")
+    else:
+        spread = "" if accuracy["std"] is None else f" ± {100 * accuracy['std']:.2f}"
+        lines += [
+            f"- **{_pct(accuracy['value'])}**{spread} {accuracy['metric']}",
+            f"- applies to: {accuracy['applies_to']}",
+            f"- data: {accuracy['data'] or 'not recorded'}",
+            f"- evaluator: {accuracy['evaluator'] or 'not recorded'}, epochs: {accuracy['epochs'] or 'not recorded'}",
+            f"- recipe: {_plain(accuracy['recipe']) if accuracy['recipe'] else 'not recorded'}",
+        ]
+        if accuracy["learning_curve"]:
+            lines.append(f"- learning curve: {', '.join(_pct(v) for v in accuracy['learning_curve'])}")
+    lines += ["", "## Latency", ""]
+    latency = card["latency"]
+    if latency is None:
+        lines.append("Not measured for this trial.")
+    else:
+        device = latency["device"]
+        where = _plain(device) if device else "device not recorded"
+        lines.append(f"- **{latency['ms']:.3f} ms**, {latency['source']}, on {where}")
+    lines += ["", "## Files", ""]
+    onnx = card["files"]["onnx"]
+    if onnx:
+        lines.append(
+            f"- `{onnx['file']}`: ONNX opset {onnx['opset']} ({onnx['exporter']} exporter), weights inside, input "
+            f"`{onnx['input']['name']}` {onnx['input']['shape']} float32 (batch, height and width free; MFLOPs "
+            f"counted at {onnx['input']['deployment_size']}); passes onnx.checker; ONNX Runtime vs PyTorch "
+            f"max |diff| {onnx['max_abs_diff_vs_pytorch']:.2e}"
+        )
+    if card["files"]["pytorch"]:
+        lines.append("- `model.pt` (state_dict) + `config.json`: `shufflenet_core.load(folder)` returns the model")
+    lines.append("- `model_card.md`, `model_card.json`: this card")
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- storage: `{prov['storage']}`",
+        f"- study: `{prov['study']}`, trial {prov['trial']}, seed {prov['seed']}, study budget {prov['study_budget']}",
+        f"- searched with: {prov['searched_with'] or 'not recorded'}; exported with: {prov['exported_with']}",
+        f"- exported at: {prov['exported_at']}",
+    ]
+    if prov["preset"]:
+        lines.append(f"- preset: `{prov['preset']}`")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_plain(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(item) for item in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -1,0 +1,275 @@
+"""``nas export`` on a tiny real study: files, round trips through PyTorch and ONNX Runtime, errors.
+
+The study is a real SQLite Optuna study written the way nas/records.py says a search stores
+trials (objective values [accuracy, mflops], user attrs, ``trial.set_constraint``). Its
+weights are real state_dicts of the proxy-sized models (10 classes, 1 channel), with random
+BatchNorm statistics so that a lost buffer would change the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nas import records as keys
+from nas.errors import UserError
+from nas.export import check_output_folder, select_best, select_trial, write_atomically
+from nas.records import load_records, study_info
+from shufflenet_core import ShuffleNetConfig, build_model, complexity
+
+BUDGET = 40_000_000
+STUDY = "tiny"
+# (groups, width, accuracy, latency_ms, keep weights); trial 2 is over budget, trial 4 fails.
+TRIALS = [
+    (3, 0.25, 0.70, None, True),
+    (3, 0.50, 0.78, 12.5, True),
+    (3, 1.00, 0.85, 30.0, True),
+    (1, 0.25, 0.72, 5.0, False),
+]
+
+
+def _proxy_weights(config: ShuffleNetConfig, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = build_model(config.replace(num_classes=10, in_channels=1, input_size=32))
+    for name, buffer in model.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.normal_(0, 0.1)
+        elif name.endswith("running_var"):
+            buffer.uniform_(0.5, 1.5)
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def study_db(tmp_path_factory) -> Path:
+    import optuna
+
+    folder = tmp_path_factory.mktemp("study")
+    db = folder / "runs.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY, storage=f"sqlite:///{db}", directions=["maximize", "minimize"]
+    )
+    for key, value in {
+        keys.SHUFFLENAS_VERSION: "0.1.0", keys.BUDGET_MACS: BUDGET, keys.BUDGET_LABEL: "40M",
+        keys.OBJECTIVES: ["accuracy", "mflops"], keys.DATA_SPEC: "fashion-mnist", keys.SEED: 0,
+        keys.EVALUATOR_SPEC: {"name": "proxy", "epochs": 1, "resolution": 32, "learning_rate": 0.1},
+    }.items():
+        study.set_user_attr(key, value)
+    (folder / "weights").mkdir()
+    for number, (groups, width, accuracy, latency, keep) in enumerate(TRIALS):
+        config = ShuffleNetConfig.from_width(groups=groups, width=width)
+        cost = complexity(config)
+        trial = study.ask()
+        attrs = {
+            keys.CONFIG: config.to_dict(), keys.MACS: cost.macs, keys.PARAMS: cost.params,
+            keys.ACCURACY: accuracy, keys.ACCURACY_STD: 0.01, keys.LEARNING_CURVE: [accuracy - 0.1, accuracy],
+            keys.EVALUATOR: "proxy", keys.EPOCHS: 2,
+        }
+        if latency is not None:
+            attrs.update({keys.LATENCY_MS: latency, keys.LATENCY_SOURCE: "measured",
+                          keys.LATENCY_DEVICE: {"name": "local-cpu", "threads": 1}})
+        if keep:
+            path = folder / "weights" / f"trial{number}.pt"
+            torch.save(_proxy_weights(config, seed=number), path)
+            attrs[keys.WEIGHTS_PATH] = str(path)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint("macs_over_budget", cost.macs - BUDGET)
+        study.tell(trial, [accuracy, cost.mflops])
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    return db
+
+
+def _records(db: Path):
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
+    return study_info(study), load_records(study)
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nas: error:"), result.stderr
+    return lines[0]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# --- choosing the trial (pure, on the real study's records) ----------------------------------
+
+
+def test_best_is_the_most_accurate_feasible_trial_within_budgets(study_db: Path) -> None:
+    info, records = _records(study_db)
+    assert select_best(records, info).number == 1  # trial 2 is more accurate but over the study budget
+    assert select_best(records, info, budget_macs=11_005_000).number == 3  # only g1 0.25x fits
+    assert select_best(records, info, latency_budget_ms=10.0).number == 3  # trial 0 has no latency
+    assert select_best(records, info, budget_macs=20_000_000).number == 3  # 0.72 beats 0.70
+    chosen = select_trial(records, 2)
+    assert chosen.macs == complexity(chosen.config).macs
+    with pytest.raises(UserError, match="no feasible trial within 5M"):
+        select_best(records, info, budget_macs=5_000_000, budget_label="5M")
+    with pytest.raises(UserError, match="no trial 99"):
+        select_trial(records, 99)
+    with pytest.raises(UserError, match="trial 4 has no result"):
+        select_trial(records, 4)
+
+
+# --- round trips through the real command -----------------------------------------------------
+
+
+def test_export_best_round_trip_pytorch_and_onnx_runtime(nas, study_db: Path, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime
+
+    import shufflenet_core
+
+    out = tmp_path / "deploy" / "best"
+    result = nas("export", "--storage", str(study_db), "--study", STUDY, "--best", "--budget", "40M", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["config.json", "model.onnx", "model.pt", "model_card.json", "model_card.md"]
+    assert _leftovers(out.parent) == []
+
+    # PyTorch: the loaded model is trial 1's architecture with exactly its stored weights.
+    loaded = shufflenet_core.load(out)
+    stored_config = ShuffleNetConfig.from_width(groups=3, width=0.5)
+    assert loaded.config == stored_config.replace(num_classes=10, in_channels=1)
+    reference = build_model(loaded.config).eval()
+    reference.load_state_dict(_proxy_weights(stored_config, seed=1))
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference(x))
+
+    # ONNX: valid, weights in the one file, and ONNX Runtime agrees at the proxy and deployment sizes.
+    onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for size in (32, 224):
+        x = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(size))
+        with torch.no_grad():
+            expected = loaded(x).numpy()
+        actual = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert np.abs(actual - expected).max() < 1e-4
+
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["provenance"]["trial"] == 1 and card["provenance"]["study"] == STUDY
+    assert card["provenance"]["seed"] == 0 and card["provenance"]["selection"] == "--best --budget 40M"
+    assert card["complexity"]["macs"] == complexity(loaded.config).macs
+    assert card["complexity"]["params"] == sum(p.numel() for p in loaded.parameters())
+    assert card["accuracy"]["value"] == 0.78 and card["accuracy"]["data"] == "fashion-mnist"
+    assert card["accuracy"]["epochs"] == 2 and card["accuracy"]["recipe"]["resolution"] == 32
+    assert card["latency"] == {"ms": 12.5, "source": "measured", "device": {"name": "local-cpu", "threads": 1}}
+    assert card["files"]["onnx"]["opset"] == 18 and card["weights"]["source"] == "search"
+    markdown = (out / "model_card.md").read_text()
+    assert f"{complexity(loaded.config).mflops:.3f}" in markdown and "ONNX opset 18" in markdown
+    assert "78.00%" in markdown and "12.500 ms**, measured" in markdown and "fashion-mnist" in markdown
+    assert "Exported" in result.stdout or "exported" in result.stdout
+
+
+def test_untrained_export_and_missing_weights(nas, study_db: Path, tmp_path: Path) -> None:
+    import shufflenet_core
+
+    out = tmp_path / "arch"
+    base = ["export", "--storage", str(study_db), "--study", STUDY, "--out", str(out)]
+    line = _one_line_error(nas(*base, "--trial", "3"))
+    assert "kept no weights" in line and "--train-epochs" in line and "--untrained" in line
+    assert not out.exists()
+
+    result = nas(*base, "--best", "--latency-budget", "10ms", "--untrained", "--format", "pytorch")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["config.json", "model.pt", "model_card.json", "model_card.md"]
+    model = shufflenet_core.load(out)
+    assert model.config == ShuffleNetConfig.from_width(groups=1, width=0.25)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["weights"]["source"] == "untrained" and card["provenance"]["trial"] == 3
+    assert "untrained" in card["accuracy"]["applies_to"] and card["files"]["onnx"] is None
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_force_replaces_and_legacy_exporter_agrees(nas, study_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep-me.txt").write_text("old")
+    args = ["export", "--storage", str(study_db), "--study", STUDY, "--trial", "0", "--out", str(out),
+            "--onnx-exporter", "legacy"]
+    line = _one_line_error(nas(*args))
+    assert "already exists" in line and "--force" in line
+    assert os.listdir(out) == ["keep-me.txt"]
+    result = nas(*args, "--force")
+    assert result.returncode == 0, result.stderr
+    assert "keep-me.txt" not in os.listdir(out) and (out / "model.onnx").is_file()
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["files"]["onnx"]["exporter"] == "legacy" and card["files"]["onnx"]["max_abs_diff_vs_pytorch"] < 1e-4
+    assert card["latency"] is None and "Not measured" in (out / "model_card.md").read_text()
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--trial", "99"], "no trial 99"),
+        (["--best", "--budget", "5M"], "no feasible trial within 5M"),
+        (["--best", "--budget", "lots"], "is not a number of FLOPs"),
+        (["--best", "--latency-budget", "fast"], "not a duration"),
+        (["--trial", "1", "--best"], "exactly one of --trial N or --best"),
+        (["--trial", "1", "--format", "tflite"], "choose from onnx, pytorch"),
+        (["--trial", "1", "--untrained", "--train-epochs", "2"], "exclude each other"),
+        (["--study", "nope", "--trial", "1"], "no study named 'nope'"),
+    ],
+)
+def test_bad_requests_are_one_line_and_write_nothing(nas, study_db: Path, tmp_path: Path, extra, expected) -> None:
+    out = tmp_path / "never"
+    args = ["export", "--storage", str(study_db), "--out", str(out)]
+    if "--study" not in extra:
+        args += ["--study", STUDY]
+    assert expected in _one_line_error(nas(*args, *extra))
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_missing_storage_and_unwritable_paths(nas, study_db: Path, tmp_path: Path) -> None:
+    line = _one_line_error(nas("export", "--storage", str(tmp_path / "none.db"), "--trial", "0", "--out", str(tmp_path / "x")))
+    assert "no study storage" in line and not (tmp_path / "x").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    base = ["export", "--storage", str(study_db), "--study", STUDY, "--trial", "0"]
+    assert "is a file" in _one_line_error(nas(*base, "--out", str(blocker / "sub")))
+    assert "is not a folder" in _one_line_error(nas(*base, "--out", str(blocker)))
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert "permission denied" in _one_line_error(nas(*base, "--out", str(locked / "m")))
+    # Root may write anywhere the kernel lets it; /proc refuses new folders even to root.
+    line = _one_line_error(nas(*base, "--out", "/proc/shufflenas-export-test"))
+    assert "cannot write" in line or "permission denied" in line
+
+
+# --- the atomic write itself --------------------------------------------------------------------
+
+
+def test_failure_midway_leaves_the_old_folder_or_nothing(tmp_path: Path) -> None:
+    def half_then_fail(folder: Path) -> None:
+        (folder / "model.pt").write_text("partial")
+        raise KeyboardInterrupt
+
+    fresh = tmp_path / "new" / "deeper" / "model"
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(fresh, force=False, fill=half_then_fail)
+    assert os.listdir(tmp_path) == []  # no partial folder, no parents it created
+
+    existing = tmp_path / "model"
+    existing.mkdir()
+    (existing / "model.pt").write_text("old")
+    check_output_folder(existing, force=True)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(existing, force=True, fill=half_then_fail)
+    assert os.listdir(tmp_path) == ["model"] and (existing / "model.pt").read_text() == "old"
+
+    write_atomically(existing, force=True, fill=lambda folder: (folder / "model.pt").write_text("new"))
+    assert os.listdir(tmp_path) == ["model"] and (existing / "model.pt").read_text() == "new"
