@@ -41,10 +41,11 @@ def _root(
 
 def _register() -> None:
     """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
-    from .commands import export, presets
+    from .commands import dashboard, export, presets
 
     presets.register(app)
     export.register(app)
+    dashboard.register(app)
 
 
 _register()

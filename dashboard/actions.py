@@ -1,0 +1,99 @@
+"""Things the page computes or runs on demand: parameter importances, figure files, `nas export`.
+
+Each returns a value or a message, never raises into the page.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "export_available",
+    "export_command",
+    "figure_html",
+    "figure_png",
+    "param_importances",
+    "run_export",
+]
+
+
+def param_importances(study: Any) -> tuple[dict[str, float] | None, str | None]:
+    """PED-ANOVA importances of the sampled parameters for accuracy, or a message saying why not."""
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    with_params = [t for t in complete if t.params]
+    if len(with_params) < 2:
+        return None, f"parameter importances need at least 2 completed trials with sampled parameters (this study has {len(with_params)})"
+    if not any(len({repr(t.params.get(name)) for t in with_params}) > 1 for name in with_params[0].params):
+        return None, "parameter importances need parameters that vary between trials"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=_evaluator(optuna), target=lambda trial: -trial.values[0]  # low target = accurate
+            )
+    except Exception as error:  # noqa: BLE001 - fANOVA fails in several ways on tiny studies
+        return None, f"parameter importances could not be computed: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}"
+    if not importances:
+        return None, "no parameter is shared by every completed trial, so importances are undefined"
+    return {name: float(value) for name, value in importances.items()}, None
+
+
+def _evaluator(optuna: Any) -> Any:
+    """PED-ANOVA: Optuna's default, needs no scikit-learn (fANOVA does)."""
+    evaluator = getattr(optuna.importance, "PedAnovaImportanceEvaluator", None)
+    return evaluator() if evaluator is not None else None
+
+
+def figure_html(figure: Any) -> str:
+    """A self-contained HTML file (plotly.js inlined, opens offline)."""
+    return figure.to_html(include_plotlyjs=True, full_html=True)
+
+
+def figure_png(figure: Any) -> bytes:
+    """A PNG through kaleido (which drives a local Chrome/Chromium)."""
+    return figure.to_image(format="png", width=1200, height=700, scale=2)
+
+
+def export_available() -> bool:
+    """`nas export` exists in this installation (checked at run time, it may land later)."""
+    try:
+        return importlib.util.find_spec("nas.export") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def export_command(
+    storage_url: str, study: str, number: int, out_dir: str | Path, *, weights: str = "kept", train_epochs: int = 1
+) -> list[str]:
+    """`nas export` for one trial; ``weights`` is "kept" (the search's), "untrained" or "train"."""
+    argv = ["nas", "export", "--storage", storage_url, "--study", study, "--trial", str(number), "--out", str(out_dir)]
+    if weights == "untrained":
+        argv.append("--untrained")
+    elif weights == "train":
+        argv += ["--train-epochs", str(train_epochs)]
+    elif weights != "kept":
+        raise ValueError(f"weights must be 'kept', 'untrained' or 'train', got {weights!r}")
+    return argv
+
+
+def shell_line(argv: list[str]) -> str:
+    return " ".join(shlex.quote(part) for part in argv)
+
+
+def run_export(command: list[str], timeout: float = 3600) -> tuple[bool, str]:
+    """Run an :func:`export_command` as a subprocess (argv list, no shell); (ok, its output)."""
+    argv = [sys.executable, "-m", "nas.cli", *command[1:]]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, f"nas export did not finish: {error}"
+    output = (done.stdout + done.stderr).strip()
+    return done.returncode == 0, output

@@ -1,0 +1,251 @@
+"""The dashboard's figures: pure functions from study data to plotly figures.
+
+No Streamlit here, so tests (and notebooks) can build every figure the page shows. The numbers
+come from :mod:`nas.analysis`; this module only draws them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from nas.analysis import (
+    PAPER_BUDGETS_MFLOPS,
+    error_edf_by,
+    filter_records,
+    front_records,
+    hypervolume_history,
+    knob_value,
+    objective_value,
+)
+from nas.records import TrialRecord
+from shufflenet_core import ShuffleNetConfig
+
+from .data import StudyData
+
+__all__ = [
+    "AXES",
+    "DESIGN_KNOBS",
+    "config_summary",
+    "edf_figure",
+    "empty_figure",
+    "hypervolume_figure",
+    "importance_figure",
+    "knob_figure",
+    "learning_curve_figure",
+    "pareto_figure",
+    "search_front",
+]
+
+AXES: dict[str, str] = {"mflops": "MFLOPs (MACs at deployment size)", "latency_ms": "latency (ms)", "mparams": "parameters (M)"}
+DESIGN_KNOBS: dict[str, str] = {
+    "groups": "groups g",
+    "width": "width (x paper's 1x)",
+    "depth": "depth (units)",
+    "bottleneck_ratio": "bottleneck ratio",
+}
+FRONT_ROLE = "front"
+_PALETTE = qualitative.Plotly
+
+
+def _color(index: int) -> str:
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def config_summary(config: ShuffleNetConfig | None) -> str:
+    """One line a person can read: g, stage channels, depths, stem, bottleneck ratio."""
+    if config is None:
+        return "no config"
+    channels = "/".join(str(c) for c in config.stage_out_channels)
+    depths = "/".join(str(d) for d in config.stage_depths)
+    text = f"g={config.groups}, channels {channels}, depths {depths}, stem {config.stem_channels}, ratio {config.bottleneck_ratio:g}"
+    return text if config.channel_shuffle else text + ", no shuffle"
+
+
+def _hover(record: TrialRecord) -> str:
+    parts = [f"<b>{record.study} #{record.number}</b>" + (f" ({record.preset})" if record.preset else "")]
+    if record.accuracy is not None:
+        parts.append(f"accuracy {100 * record.accuracy:.2f}%")
+    if record.mflops is not None:
+        parts.append(f"{record.mflops:.1f} MFLOPs")
+    if record.params is not None:
+        parts.append(f"{record.params / 1e6:.3f} M params")
+    if record.latency_ms is not None:
+        parts.append(f"{record.latency_ms:.2f} ms")
+    if not record.feasible:
+        parts.append("over budget (infeasible)")
+    parts.append(config_summary(record.config))
+    return "<br>".join(parts)
+
+
+def search_front(data: StudyData, x_axis: str = "mflops") -> list[TrialRecord]:
+    """The front the figure joins: feasible searched trials (presets are compared, not joined)."""
+    return front_records(filter_records(data.records, include_presets=False), ("accuracy", x_axis))
+
+
+def _scatter(records: Sequence[TrialRecord], x_axis: str, **kwargs: object) -> go.Scatter:
+    return go.Scatter(
+        x=[objective_value(r, x_axis) for r in records],
+        y=[100 * r.accuracy for r in records],  # type: ignore[operator]
+        customdata=[[r.study, r.number] for r in records],
+        hovertext=[_hover(r) for r in records],
+        hoverinfo="text",
+        **kwargs,
+    )
+
+
+def _budget_lines(figure: go.Figure, studies: Sequence[StudyData], x_axis: str, shown: Sequence[float]) -> None:
+    lines: dict[float, str] = {}
+    if x_axis == "mflops":
+        low, high = (min(shown), max(shown)) if shown else (0.0, 0.0)
+        for budget in PAPER_BUDGETS_MFLOPS:
+            if shown and low / 1.5 <= budget <= high * 1.5:
+                lines[budget] = f"paper {budget:g}M"
+        for data in studies:
+            if data.budget_mflops is not None:
+                lines[data.budget_mflops] = f"{data.name} budget {data.info.budget_label or f'{data.budget_mflops:g}M'}"
+    elif x_axis == "latency_ms":
+        for data in studies:
+            if data.info.latency_budget_ms is not None:
+                lines[data.info.latency_budget_ms] = f"{data.name} budget {data.info.latency_budget_ms:g} ms"
+    for x, label in sorted(lines.items()):
+        own = not label.startswith("paper")
+        figure.add_vline(
+            x=x, line_dash="dash" if own else "dot", line_color="firebrick" if own else "gray",
+            annotation_text=label, annotation_position="top", annotation_font_size=10,
+        )
+
+
+def pareto_figure(
+    studies: Sequence[StudyData], x_axis: str = "mflops", *, device: str | None = None, log_x: bool = False
+) -> go.Figure:
+    """Accuracy against cost for every trial: feasible, infeasible (x), presets (stars) and the
+    search's Pareto front joined by a line; dashed lines mark budgets."""
+    if x_axis not in AXES:
+        raise ValueError(f"x axis must be one of {', '.join(AXES)}, got {x_axis!r}")
+    figure = go.Figure()
+    shown: list[float] = []
+    for index, data in enumerate(studies):
+        color = _color(index)
+        usable = [r for r in data.completed if objective_value(r, x_axis) is not None]
+        searched = [r for r in usable if not r.preset]
+        feasible = [r for r in searched if r.feasible]
+        infeasible = [r for r in searched if not r.feasible]
+        presets = [r for r in usable if r.preset]
+        front = search_front(data, x_axis)
+        shown += [objective_value(r, x_axis) for r in usable]  # type: ignore[misc]
+        group = dict(legendgroup=data.name)
+        figure.add_trace(_scatter(feasible, x_axis, mode="markers", name=f"{data.name}: trials",
+                                  marker=dict(color=color, size=7, opacity=0.55), meta={"role": "trials", "study": data.name}, **group))
+        if infeasible:
+            figure.add_trace(_scatter(infeasible, x_axis, mode="markers", name=f"{data.name}: over budget",
+                                      marker=dict(color=color, size=8, symbol="x", opacity=0.7),
+                                      meta={"role": "infeasible", "study": data.name}, **group))
+        figure.add_trace(_scatter(front, x_axis, mode="lines+markers", name=f"{data.name}: Pareto front",
+                                  line=dict(color=color, width=2, shape="hv"),
+                                  marker=dict(color=color, size=11, symbol="diamond", line=dict(color="black", width=1)),
+                                  meta={"role": FRONT_ROLE, "study": data.name}, **group))
+        if presets:
+            figure.add_trace(_scatter(presets, x_axis, mode="markers+text", name=f"{data.name}: paper presets",
+                                      text=[r.preset.replace("shufflenet_v1_", "") for r in presets], textposition="top center",
+                                      marker=dict(color="gold", size=15, symbol="star", line=dict(color=color, width=2)),
+                                      meta={"role": "presets", "study": data.name}, **group))
+    _budget_lines(figure, studies, x_axis, shown)
+    x_title = AXES[x_axis] if not (x_axis == "latency_ms" and device) else f"latency (ms, on {device})"
+    figure.update_layout(
+        xaxis_title=x_title, yaxis_title="accuracy (%)", hovermode="closest", clickmode="event+select",
+        legend=dict(orientation="h", yanchor="top", y=-0.16, x=0), margin=dict(t=60, b=60, l=60, r=20), height=560,
+        title="Accuracy vs " + x_title.split(" (")[0],
+    )
+    if log_x:
+        figure.update_xaxes(type="log")
+    return figure
+
+
+def knob_figure(studies: Sequence[StudyData]) -> go.Figure:
+    """Accuracy against each design knob (searched trials; presets are not samples of the space)."""
+    figure = make_subplots(rows=1, cols=len(DESIGN_KNOBS), shared_yaxes=True, subplot_titles=list(DESIGN_KNOBS.values()))
+    for index, data in enumerate(studies):
+        records = filter_records(data.records, include_presets=False)
+        for column, knob in enumerate(DESIGN_KNOBS, start=1):
+            pairs = [(knob_value(r, knob), r) for r in records]
+            pairs = [(value, r) for value, r in pairs if value is not None]
+            figure.add_trace(
+                go.Scatter(
+                    x=[value for value, _ in pairs], y=[100 * r.accuracy for _, r in pairs],  # type: ignore[operator]
+                    mode="markers", name=data.name, legendgroup=data.name, showlegend=column == 1,
+                    marker=dict(color=_color(index), size=7, opacity=0.6,
+                                symbol=["circle" if r.feasible else "x" for _, r in pairs]),
+                    customdata=[[r.study, r.number] for _, r in pairs],
+                    hovertext=[_hover(r) for _, r in pairs], hoverinfo="text",
+                ),
+                row=1, col=column,
+            )
+    figure.update_yaxes(title_text="accuracy (%)", row=1, col=1)
+    figure.update_xaxes(type="category", categoryorder="category ascending", row=1, col=1)
+    figure.update_layout(title="Accuracy against each design knob", margin=dict(t=80, b=40, l=60, r=20))
+    return figure
+
+
+def edf_figure(studies: Sequence[StudyData], key: str = "groups") -> go.Figure:
+    """Error EDF per group count (Radosavovic et al., 2020): a curve further left and higher
+    means a better design space at this budget."""
+    figure = go.Figure()
+    dash_styles = ("solid", "dash", "dot", "dashdot")
+    for study_index, data in enumerate(studies):
+        curves = error_edf_by(data.records, key)
+        for group_index, (group, curve) in enumerate(curves.items()):
+            label = f"g={group} (n={len(curve.errors)})" if key == "groups" else f"{key}={group} (n={len(curve.errors)})"
+            if len(studies) > 1:
+                label = f"{data.name}: {label}"
+            figure.add_trace(go.Scatter(
+                x=list(curve.errors), y=list(curve.fractions), mode="lines+markers", line_shape="hv", name=label,
+                line=dict(color=_color(group_index), dash=dash_styles[study_index % len(dash_styles)]),
+                marker=dict(size=4),
+            ))
+    figure.update_layout(title="Error EDF per group count", xaxis_title="top-1 error (%)",
+                         yaxis_title="cumulative fraction of models", yaxis_range=[0, 1.02],
+                         margin=dict(t=60, b=40, l=60, r=20))
+    return figure
+
+
+def hypervolume_figure(studies: Sequence[StudyData], reference: Sequence[float]) -> go.Figure:
+    """Hypervolume (accuracy x MFLOPs saved under the reference) after each trial: convergence."""
+    figure = go.Figure()
+    for index, data in enumerate(studies):
+        history = hypervolume_history(data.records, reference, ("accuracy", "mflops"))
+        figure.add_trace(go.Scatter(
+            x=[number for number, _ in history], y=[value for _, value in history], mode="lines+markers",
+            line_shape="hv", name=data.name, line=dict(color=_color(index)), marker=dict(size=4),
+        ))
+    figure.update_layout(
+        title=f"Hypervolume vs trial (reference: accuracy {reference[0]:g}, {reference[1]:.1f} MFLOPs)",
+        xaxis_title="trial number", yaxis_title="hypervolume (accuracy x MFLOPs)", margin=dict(t=60, b=40, l=60, r=20),
+    )
+    return figure
+
+
+def importance_figure(importances: Mapping[str, float], title: str) -> go.Figure:
+    names = list(importances)[::-1]
+    figure = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h"))
+    figure.update_layout(title=title, xaxis_title="importance (PED-ANOVA)", margin=dict(t=60, b=40, l=140, r=20))
+    return figure
+
+
+def learning_curve_figure(record: TrialRecord) -> go.Figure:
+    curve = list(record.learning_curve)
+    figure = go.Figure(go.Scatter(x=list(range(1, len(curve) + 1)), y=[100 * v for v in curve], mode="lines+markers"))
+    figure.update_layout(title=f"Learning curve of {record.study} #{record.number}", xaxis_title="epoch",
+                         yaxis_title="validation accuracy (%)", margin=dict(t=60, b=40, l=60, r=20))
+    return figure
+
+
+def empty_figure(message: str) -> go.Figure:
+    figure = go.Figure()
+    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure

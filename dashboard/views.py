@@ -1,0 +1,213 @@
+"""The page's sections, each a function that renders study data with Streamlit.
+
+Numbers come from :mod:`nas.analysis`, figures from :mod:`dashboard.figures`; this module only
+lays them out and wires the widgets.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Sequence
+
+import streamlit as st
+
+from nas.analysis import dominates, reference_point
+from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, WEIGHTS_PATH, TrialRecord
+from nas.storage import resolve_storage_url
+
+from . import actions, figures
+from .data import StudyData, device_name
+
+__all__ = ["render_design_space", "render_pareto", "render_summary", "render_trial_detail", "show_figure"]
+
+_X_LABELS = {"MFLOPs": "mflops", "latency (ms)": "latency_ms", "parameters (M)": "mparams"}
+_CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+@st.cache_resource
+def _png_possible() -> bool:
+    """kaleido needs a Chrome or Chromium on this machine to draw PNGs."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False
+    return any(shutil.which(name) for name in _CHROME_NAMES)
+
+
+def show_figure(figure, name: str, key: str, **chart_kwargs):  # noqa: ANN001, ANN201 - plotly / streamlit types
+    """Draw a figure with HTML (always) and PNG (when kaleido can) download buttons."""
+    event = st.plotly_chart(figure, key=key, **chart_kwargs)
+    left, right, _ = st.columns([1, 1, 6])
+    left.download_button("HTML", data=lambda: actions.figure_html(figure), file_name=f"{name}.html",
+                         mime="text/html", key=f"{key}-html", on_click="ignore", icon=":material/download:")
+    if _png_possible():
+        right.download_button("PNG", data=lambda: actions.figure_png(figure), file_name=f"{name}.png",
+                              mime="image/png", key=f"{key}-png", on_click="ignore", icon=":material/download:")
+    else:
+        right.caption("PNG needs Chromium (apt-get install chromium)")
+    return event
+
+
+def render_summary(studies: Sequence[StudyData]) -> None:
+    columns = st.columns(len(studies))
+    for column, data in zip(columns, studies):
+        complete = data.completed
+        front = figures.search_front(data)
+        budget = data.info.budget_label or (f"{data.budget_mflops:g}M" if data.budget_mflops else "none")
+        column.markdown(f"**{data.name}**")
+        column.caption(
+            f"{len(complete)} of {len(data.records)} trials complete · {sum(r.feasible for r in complete)} feasible · "
+            f"front of {len(front)} · budget {budget}"
+        )
+
+
+def _remember_selection(event) -> None:  # noqa: ANN001 - streamlit PlotlyState
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    if not points and event is not None and hasattr(event, "selection"):
+        points = event.selection.get("points", [])
+    chosen = next((p.get("customdata") for p in points if p.get("customdata")), None)
+    if chosen and chosen != st.session_state.get("_last_selection"):
+        st.session_state["_last_selection"] = chosen
+        st.session_state["detail_study"], st.session_state["detail_trial"] = chosen[0], int(chosen[1])
+
+
+def render_pareto(studies: Sequence[StudyData]) -> None:
+    st.subheader("Pareto front")
+    left, right = st.columns([3, 1])
+    axis_label = left.radio("x axis", list(_X_LABELS), horizontal=True, key="x_axis")
+    log_x = right.toggle("log x", key="log_x")
+    x_axis = _X_LABELS[axis_label]
+    shown = list(studies)
+    if x_axis == "latency_ms":
+        without = [d.name for d in studies if not d.has_latency]
+        shown = [d for d in studies if d.has_latency]
+        if without:
+            tail = "Showing MFLOPs instead." if not shown else "They are left out of this view."
+            st.info(f"No latency measured in {', '.join(without)} (the search ran without a latency "
+                    f"objective; pass a latency device to `nas search`). {tail}")
+        if not shown:
+            x_axis, shown = "mflops", list(studies)
+    device = next((name for name in (device_name(d) for d in shown) if name), None)
+    figure = figures.pareto_figure(shown, x_axis, device=device, log_x=log_x)
+    event = show_figure(figure, "pareto_front", "pareto", on_select="rerun", selection_mode=("points",))
+    st.caption("Diamonds joined by a line: the Pareto front of feasible searched trials. x: over budget. "
+               "Stars: the paper's presets under the same recipe. Click a point to open that trial below.")
+    _remember_selection(event)
+    _render_preset_verdicts(shown, x_axis)
+
+
+def _render_preset_verdicts(studies: Sequence[StudyData], x_axis: str) -> None:
+    from nas.analysis import objective_value
+
+    lines = []
+    for data in studies:
+        front = figures.search_front(data, x_axis)
+        for preset in (r for r in data.completed if r.preset and objective_value(r, x_axis) is not None):
+            point = [preset.accuracy, objective_value(preset, x_axis)]
+            beaters = [r.number for r in front if dominates([r.accuracy, objective_value(r, x_axis)], point, ["maximize", "minimize"])]
+            verdict = f"beaten by trial(s) {', '.join(f'#{n}' for n in beaters)}" if beaters else "not beaten by the search"
+            lines.append(f"- {data.name}: **{preset.preset}** ({100 * preset.accuracy:.2f}%, "
+                         f"{objective_value(preset, x_axis):.2f}): {verdict}")
+    if lines:
+        st.markdown("**Search vs hand design**\n" + "\n".join(lines))
+
+
+def _trial_label(record: TrialRecord) -> str:
+    accuracy = "" if record.accuracy is None else f", {100 * record.accuracy:.2f}%"
+    mflops = "" if record.mflops is None else f", {record.mflops:.1f}M"
+    return f"#{record.number} ({record.state.lower()}{accuracy}{mflops}{', ' + record.preset if record.preset else ''})"
+
+
+def render_trial_detail(studies: Sequence[StudyData], storage: str | None) -> None:
+    st.subheader("Trial detail")
+    by_name = {d.name: d for d in studies}
+    if st.session_state.get("detail_study") not in by_name:
+        st.session_state["detail_study"] = studies[0].name
+    data = by_name[st.selectbox("study", list(by_name), key="detail_study")]
+    if not data.records:
+        st.info(f"Study {data.name} has no trials yet.")
+        return
+    numbers = [r.number for r in data.records]
+    if st.session_state.get("detail_trial") not in numbers:
+        front = figures.search_front(data)
+        st.session_state["detail_trial"] = front[-1].number if front else numbers[-1]
+    by_number = {r.number: r for r in data.records}
+    record = by_number[st.selectbox("trial", numbers, key="detail_trial", format_func=lambda n: _trial_label(by_number[n]))]
+    _render_record(record, data, storage)
+
+
+def _render_record(record: TrialRecord, data: StudyData, storage: str | None) -> None:
+    metrics = st.columns(5)
+    metrics[0].metric("accuracy", "-" if record.accuracy is None else f"{100 * record.accuracy:.2f}%")
+    metrics[1].metric("MFLOPs", "-" if record.mflops is None else f"{record.mflops:.2f}")
+    metrics[2].metric("params (M)", "-" if record.params is None else f"{record.params / 1e6:.3f}")
+    metrics[3].metric("latency (ms)", "-" if record.latency_ms is None else f"{record.latency_ms:.2f}")
+    metrics[4].metric("feasible", "yes" if record.feasible else "no")
+    st.caption(f"state {record.state}" + (f" · preset {record.preset}" if record.preset else "")
+               + f" · {figures.config_summary(record.config)}")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Config**")
+        if record.config is None:
+            st.info("This trial stored no config.")
+        else:
+            st.json(record.config.to_dict(), expanded=True)
+    with right:
+        if record.learning_curve:
+            show_figure(figures.learning_curve_figure(record), f"learning_curve_{data.name}_{record.number}", "learning_curve")
+        else:
+            st.info("No learning curve stored for this trial (zero-cost evaluators do not train).")
+        st.markdown("**Latency**")
+        if record.latency_ms is None:
+            st.info("No latency measured for this trial.")
+        else:
+            st.write({"latency_ms": record.latency_ms, "source": record.attrs.get(LATENCY_SOURCE),
+                      "device": record.attrs.get(LATENCY_DEVICE)})
+    _render_export(record, data, storage)
+
+
+def _render_export(record: TrialRecord, data: StudyData, storage: str | None) -> None:
+    st.markdown("**Export**")
+    url = resolve_storage_url(storage)
+    storage_arg = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+    key = f"{data.name}-{record.number}"
+    kept = bool(record.attrs.get(WEIGHTS_PATH))
+    left, middle, right = st.columns([3, 2, 1])
+    out_dir = left.text_input("output folder", value=f"exports/{data.name}-trial{record.number}", key=f"out-{key}")
+    choices = (["kept"] if kept else []) + ["untrained", "train"]
+    labels = {"kept": "kept by the search", "untrained": "untrained (architecture only)", "train": "train now"}
+    weights = middle.radio("weights", choices, format_func=labels.get, key=f"weights-{key}", horizontal=True)
+    epochs = int(right.number_input("epochs", min_value=1, max_value=1000, value=1, key=f"epochs-{key}",
+                                    disabled=weights != "train"))
+    command = actions.export_command(storage_arg, data.name, record.number, out_dir, weights=weights, train_epochs=epochs)
+    st.code(actions.shell_line(command), language="bash")
+    if not actions.export_available():
+        st.caption("`nas export` is not part of this installation yet; the button appears once it is.")
+        return
+    if st.button("Run nas export", key=f"export-{key}", disabled=not record.complete):
+        with st.spinner("exporting..."):
+            ok, output = actions.run_export(command)
+        (st.success if ok else st.error)(output or ("exported" if ok else "nas export failed"))
+
+
+def render_design_space(studies: Sequence[StudyData]) -> None:
+    st.subheader("Design space")
+    knobs, edf, importance, convergence = st.tabs(["accuracy vs knobs", "error EDF", "parameter importances", "convergence"])
+    with knobs:
+        show_figure(figures.knob_figure(studies), "accuracy_vs_knobs", "knobs")
+    with edf:
+        show_figure(figures.edf_figure(studies), "error_edf", "edf")
+    with importance:
+        for data in studies:
+            values, message = actions.param_importances(data.study)
+            if values is None:
+                st.info(f"{data.name}: {message}")
+            else:
+                show_figure(figures.importance_figure(values, f"Parameter importances for accuracy: {data.name}"),
+                            f"importances_{data.name}", f"importance-{data.name}")
+    with convergence:
+        budgets = [d.budget_mflops for d in studies]
+        limits = {"mflops": max(budgets)} if budgets and all(b is not None for b in budgets) else None
+        records = [r for d in studies for r in d.records]
+        reference = reference_point(records, ("accuracy", "mflops"), limits=limits)  # type: ignore[arg-type]
+        show_figure(figures.hypervolume_figure(studies, reference), "hypervolume", "hypervolume")

@@ -1,0 +1,133 @@
+"""The Streamlit page itself, run by Streamlit's AppTest over real SQLite studies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import actions
+from dashboard.data import STORAGE_ENV, load_study_data
+from dashboard.figures import search_front
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, storage: Path | str) -> AppTest:
+    monkeypatch.setenv(STORAGE_ENV, str(storage))
+    app = AppTest.from_file(str(APP), default_timeout=120)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def _chart(app: AppTest, key: str) -> dict:
+    (chart,) = [c for c in app.get("plotly_chart") if c.key == key]
+    return json.loads(chart.proto.spec)
+
+
+def _front_traces(spec: dict) -> list[dict]:
+    return [t for t in spec["data"] if (t.get("meta") or {}).get("role") == "front"]
+
+
+def test_search_study_page(monkeypatch, search_storage):
+    app = _run(monkeypatch, search_storage.path)
+    assert not app.error
+    assert app.multiselect(key="studies").value == [search_storage.study]
+    data = load_study_data(str(search_storage.path), search_storage.study)
+    (front,) = _front_traces(_chart(app, "pareto"))
+    assert [tuple(c) for c in front["customdata"]] == [(data.name, r.number) for r in search_front(data)]
+    assert len(front["x"]) >= 1
+    # Budget line at the study's own budget (40M).
+    assert any(shape["x0"] == pytest.approx(data.budget_mflops) for shape in _chart(app, "pareto")["layout"]["shapes"])
+    # Every figure has an HTML download.
+    for key in ("pareto", "knobs", "edf", "hypervolume"):
+        assert app.get("download_button") and any(b.proto.label == "HTML" for b in app.get("download_button"))
+        _chart(app, key)
+
+
+def test_trial_detail_and_export_command(monkeypatch, search_storage):
+    app = _run(monkeypatch, search_storage.path)
+    data = load_study_data(str(search_storage.path), search_storage.study)
+    trial = data.completed[0]
+    app.selectbox(key="detail_trial").set_value(trial.number).run()
+    assert not app.exception
+    commands = [c.value for c in app.code]
+    expected = (f"nas export --storage {search_storage.path} --study {data.name} --trial {trial.number} "
+                f"--out exports/{data.name}-trial{trial.number}")
+    assert any(c.startswith(expected) for c in commands), commands
+    app.radio(key=f"weights-{data.name}-{trial.number}").set_value("train").run()
+    app.number_input(key=f"epochs-{data.name}-{trial.number}").set_value(3).run()
+    assert f"{expected} --train-epochs 3" in [c.value for c in app.code]
+    config = app.json[0].value
+    assert json.loads(config)["groups"] == trial.config.groups
+    assert app.metric[0].value == f"{100 * trial.accuracy:.2f}%"
+
+
+def test_several_studies_side_by_side(monkeypatch, edge_storage):
+    app = _run(monkeypatch, edge_storage)
+    app.multiselect(key="studies").set_value(["with_presets", "with_latency"]).run()
+    assert not app.exception
+    spec = _chart(app, "pareto")
+    assert sorted(t["meta"]["study"] for t in _front_traces(spec)) == ["with_latency", "with_presets"]
+    assert any((t.get("meta") or {}).get("role") == "presets" for t in spec["data"])
+    assert any("Search vs hand design" in m.value for m in app.markdown)
+    # Latency axis: the study without latency is named in a message, the other is drawn on its device.
+    app.radio(key="x_axis").set_value("latency (ms)").run()
+    assert not app.exception
+    assert any("No latency measured in with_presets" in i.value for i in app.info)
+    spec = _chart(app, "pareto")
+    assert spec["layout"]["xaxis"]["title"]["text"] == "latency (ms, on loopback-cpu)"
+    assert [t["meta"]["study"] for t in _front_traces(spec)] == ["with_latency"]
+
+
+def test_latency_axis_without_any_latency_falls_back(monkeypatch, edge_storage):
+    app = _run(monkeypatch, edge_storage)
+    app.multiselect(key="studies").set_value(["with_presets"]).run()
+    app.radio(key="x_axis").set_value("latency (ms)").run()
+    assert not app.exception
+    assert any("Showing MFLOPs instead" in i.value for i in app.info)
+    assert _chart(app, "pareto")["layout"]["xaxis"]["title"]["text"].startswith("MFLOPs")
+
+
+def test_empty_study_gives_a_message(monkeypatch, edge_storage):
+    app = _run(monkeypatch, edge_storage)
+    app.multiselect(key="studies").set_value(["empty"]).run()
+    assert not app.exception and not app.error
+    assert any("No completed trial yet in empty" in i.value for i in app.info)
+    assert not app.get("plotly_chart")
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupted", "no study"])
+def test_storage_problems_give_a_message(monkeypatch, tmp_path, problem):
+    path = tmp_path / "runs.db"
+    if problem == "corrupted":
+        path.write_bytes(b"\x00garbage, not SQLite\x00" * 200)
+    elif problem == "no study":
+        import optuna
+
+        optuna.storages.RDBStorage(f"sqlite:///{path}")  # a valid storage without studies
+    app = _run(monkeypatch, path)
+    messages = [e.value for e in app.error] + [i.value for i in app.info]
+    expected = {"missing": "no study storage at", "corrupted": "not a readable study storage", "no study": "holds no study yet"}
+    assert any(expected[problem] in m for m in messages), messages
+    if problem == "corrupted":
+        assert path.read_bytes().startswith(b"\x00garbage")  # nothing stored was touched
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not actions.export_available(), reason="nas export is not in this checkout yet")
+def test_export_button_runs_nas_export(monkeypatch, tmp_path, search_storage):
+    app = _run(monkeypatch, search_storage.path)
+    data = load_study_data(str(search_storage.path), search_storage.study)
+    trial = search_front(data)[-1]
+    app.selectbox(key="detail_trial").set_value(trial.number).run()
+    out = tmp_path / "exported"
+    app.text_input(key=f"out-{data.name}-{trial.number}").set_value(str(out)).run()
+    app.radio(key=f"weights-{data.name}-{trial.number}").set_value("untrained").run()
+    app.button(key=f"export-{data.name}-{trial.number}").click().run(timeout=600)
+    assert not app.exception
+    assert app.success, [e.value for e in app.error]
+    assert any(p.suffix == ".onnx" for p in out.iterdir()), list(out.iterdir())
