@@ -30,8 +30,12 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def build_model(config: ShuffleNetConfig):  # noqa: ANN201 - torch is imported lazily
-    """Build the PyTorch model for ``config`` (imports torch on first use)."""
+def build_model(config: ShuffleNetConfig, *, fast: bool = True):  # noqa: ANN201 - torch is imported lazily
+    """Build the PyTorch model for ``config`` (imports torch on first use).
+
+    ``fast=False`` builds the plain ``nn.Conv2d(groups)`` reference; the default picks the
+    fastest conv implementation by shape, with the same weights (see ``shufflenet_core.ops``).
+    """
     from .model import build_model as _build
 
-    return _build(config)
+    return _build(config, fast=fast)

@@ -9,7 +9,10 @@ import thop
 import torch
 from torch import nn
 
+from thop.vision.basic_hooks import count_convNd
+
 from shufflenet_core import ShuffleNetConfig, build_model, complexity, get_preset
+from shufflenet_core.ops import DepthwiseConv2d, PointwiseConv2d
 
 from .counting import hook_count, parameter_count
 
@@ -44,9 +47,14 @@ THOP_CONV_FC_ONLY = {
 }
 
 
+# thop looks up type(module) exactly, so the fast nn.Conv2d subclasses get its conv counter.
+FAST_CONVS = {PointwiseConv2d: count_convNd, DepthwiseConv2d: count_convNd}
+
+
 def thop_macs(model: nn.Module, config: ShuffleNetConfig, custom_ops=None) -> int:
     x = torch.zeros(1, config.in_channels, config.input_size, config.input_size)
-    macs, _ = thop.profile(nn.Sequential(model), inputs=(x,), custom_ops=custom_ops, verbose=False)
+    ops = {**FAST_CONVS, **(custom_ops or {})}
+    macs, _ = thop.profile(nn.Sequential(model), inputs=(x,), custom_ops=ops, verbose=False)
     return int(round(macs))
 
 

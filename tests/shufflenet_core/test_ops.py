@@ -1,0 +1,149 @@
+"""The fast layers are nn.Conv2d in every respect but speed: outputs, gradients, weights, export.
+
+Equivalence only; speed is measured side by side in benchmarks/speed.py.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from torch import nn
+
+from shufflenet_core import ShuffleNetConfig, build_model
+from shufflenet_core.model import channel_shuffle
+from shufflenet_core.onnx_export import export_onnx
+from shufflenet_core.ops import DepthwiseConv2d, PointwiseConv2d, uses_bmm
+
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+def _pair(fast: nn.Conv2d) -> nn.Conv2d:
+    plain = nn.Conv2d(fast.in_channels, fast.out_channels, fast.kernel_size, fast.stride, fast.padding,
+                      groups=fast.groups, bias=False)
+    plain.load_state_dict(fast.state_dict())
+    return plain
+
+
+def _check_same(fast: nn.Module, plain: nn.Module, x: torch.Tensor) -> None:
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_fast, out_plain = fast(xa), plain(xb)
+    assert out_fast.shape == out_plain.shape
+    torch.testing.assert_close(out_fast, out_plain, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(out_plain)
+    out_fast.backward(grad)
+    out_plain.backward(grad)
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["auto", "bmm"])
+@pytest.mark.parametrize("groups", [1, 3, 8])
+@pytest.mark.parametrize("batch, size", [(1, 7), (1, 28), (5, 1), (5, 2), (4, 9), (3, 20)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pointwise_matches_grouped_conv(mode: str, groups: int, batch: int, size: int, layout) -> None:
+    torch.manual_seed(groups * 100 + size)
+    fast = PointwiseConv2d(16 * groups, 8 * groups, groups, mode=mode)
+    x = torch.randn(batch, 16 * groups, size, size + 1).contiguous(memory_format=layout)
+    _check_same(fast, _pair(fast), x)
+
+
+def test_auto_mode_really_takes_both_paths() -> None:
+    assert uses_bmm("auto", 3, 128, 4, 4) and uses_bmm("auto", 3, 1, 56, 56)
+    assert not uses_bmm("auto", 3, 128, 32, 32) and not uses_bmm("conv", 3, 1, 1, 1)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch, size", [(1, 1), (6, 1), (6, 2), (6, 3), (2, 7), (1, 14)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_depthwise_matches_conv(stride: int, batch: int, size: int, layout) -> None:
+    torch.manual_seed(size)
+    fast = DepthwiseConv2d(24, 3, stride)
+    x = torch.randn(batch, 24, size, size).contiguous(memory_format=layout)
+    _check_same(fast, _pair(fast), x)
+
+
+def test_channel_shuffle_is_layout_independent() -> None:
+    x = torch.randn(3, 12, 4, 5)
+    torch.testing.assert_close(channel_shuffle(x.contiguous(memory_format=torch.channels_last), 3),
+                               channel_shuffle(x, 3), atol=0, rtol=0)
+
+
+CONFIGS = [
+    ShuffleNetConfig.from_width(3, 1.0, num_classes=10, input_size=32),
+    ShuffleNetConfig.from_width(8, 0.5, num_classes=10, in_channels=1, input_size=64),
+    ShuffleNetConfig.from_width(2, 0.5, num_classes=7, input_size=40, group_first_pointwise=True),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"g{c.groups}_{c.input_size}")
+def test_fast_and_plain_builds_train_the_same(config: ShuffleNetConfig) -> None:
+    torch.manual_seed(0)
+    fast, plain = build_model(config), build_model(config, fast=False)
+    assert any(isinstance(m, PointwiseConv2d) for m in fast.modules())
+    assert not any(isinstance(m, (PointwiseConv2d, DepthwiseConv2d)) for m in plain.modules())
+    state = fast.state_dict()
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    plain.load_state_dict(state)
+    x = torch.randn(16, config.in_channels, config.input_size, config.input_size)
+    labels = torch.randint(0, config.num_classes, (16,))
+    losses = []
+    for model in (fast, plain):
+        model.train()
+        loss = nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+    # Summation order differs, and BN backward over a tiny batch amplifies float32 rounding;
+    # some gradients are analytically zero (bn2.bias: bn3 removes shifts), so compare every
+    # difference to the model's gradient scale.
+    grads = dict(plain.named_parameters())
+    scale = max(p.grad.abs().max().item() for p in plain.parameters())
+    for name, param in fast.named_parameters():
+        worst = (param.grad - grads[name].grad).abs().max().item()
+        assert worst <= 1e-4 * scale, (name, worst, scale)
+    # Running statistics were updated identically, and eval outputs agree.
+    for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+    fast.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fast(x[:1]), plain(x[:1]), atol=1e-5, rtol=1e-4)
+    # And back: plain weights load into a fresh fast build unchanged.
+    again = build_model(config)
+    again.load_state_dict(plain.state_dict())
+    for key, value in plain.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_export_of_fast_build_has_the_plain_grouped_conv_graph(exporter: str, tmp_path) -> None:
+    config = ShuffleNetConfig.from_width(3, 0.5, num_classes=10, input_size=32)
+    torch.manual_seed(0)
+    fast = build_model(config).eval()
+    plain = build_model(config, fast=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    graphs = {}
+    for name, model in (("fast", fast), ("plain", plain)):
+        path = export_onnx(model, tmp_path / f"{name}.onnx", exporter=exporter)
+        graphs[name] = onnx.load(str(path)).graph
+    ops = collections.Counter(node.op_type for node in graphs["fast"].node)
+    assert ops == collections.Counter(node.op_type for node in graphs["plain"].node)
+    units = sum(config.stage_depths)
+    assert ops["Conv"] == 1 + 3 * units  # stem + pw1, dw, pw2 per unit
+    assert ops["MatMul"] + ops["Gemm"] == 1 and ops["BatchMatMul"] == 0  # only the classifier
+    groups = {attr.i for node in graphs["fast"].node if node.op_type == "Conv"
+              for attr in node.attribute if attr.name == "group"}
+    assert config.groups in groups and max(groups) > config.groups  # grouped 1x1 and depthwise
+    session = onnxruntime.InferenceSession(str(tmp_path / "fast.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = fast(x).numpy()
+    actual = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(actual - expected).max() < 1e-4
+    # Exporting left the model on its fast path.
+    assert fast.channels_last and isinstance(fast.stages[0][0].pw2, PointwiseConv2d)
