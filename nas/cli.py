@@ -41,9 +41,10 @@ def _root(
 
 def _register() -> None:
     """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
-    from .commands import dashboard, export, presets
+    from .commands import dashboard, export, presets, search
 
     presets.register(app)
+    search.register(app)
     export.register(app)
     dashboard.register(app)
 

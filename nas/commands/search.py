@@ -1,0 +1,64 @@
+"""``nas search``: the main job. Progress while it runs, a Pareto table when it ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from search_spaces import DesignSpace
+
+HELP = f"""Search ShuffleNet v1 configs on the accuracy-MFLOPs Pareto front under FLOP budgets.
+
+Each --budget gets its own study in the storage (default runs/shufflenas.db); running the
+same command again resumes it. Every trial stores its config, MACs, params, accuracy per
+epoch, timing and evaluator.
+
+Design space (default; --space FILE for yours, YAML/TOML/JSON): {DesignSpace().describe()}.
+Width is not sampled: it is solved so that each sample uses most of the budget.
+
+Accuracy (default --evaluator proxy): one epoch of real training on the embedded
+Fashion-MNIST subset (10k train / 2k validation images) at 32x32; see `nas proxy-check` for
+how well this ranks configs. --evaluator zero-cost scores configs with synflow, no training.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search", help=HELP)(search)
+
+
+def search(
+    budget: List[str] = typer.Option(["140M"], "--budget", "-b", help="FLOP (MAC) budget at 224x224: 40M, 140M, 524M, 0.6G, 150e6. Repeat for one study per budget."),
+    n_trials: int = typer.Option(24, "--n-trials", "-n", min=1, help="Finished trials each study should reach (presets included)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting new trials after this many seconds (all budgets together)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of training."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe, nsga2 or random."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage: a .db file, journal:FILE, or a SQLAlchemy URL. Default runs/shufflenas.db."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default shufflenet-<budget>); the same name resumes."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Local worker processes sharing the storage (0 = measured default for this machine)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads per worker (0 = measured default)."),
+    space_file: Optional[Path] = typer.Option(None, "--space", help="Design space file (YAML, TOML or JSON)."),
+    data: str = typer.Option("fashion-mnist", "--data", help="fashion-mnist (embedded), fashion-mnist:full, imagefolder:PATH or cifar10:PATH."),
+    evaluator: str = typer.Option("proxy", "--evaluator", help="proxy (training) or zero-cost (synflow, no training) or zero-cost:naswot."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="Proxy training epochs per trial."),
+    resolution: int = typer.Option(32, "--resolution", min=32, help="Proxy training resolution (budgets are always judged at 224)."),
+    train_size: Optional[int] = typer.Option(None, "--train-size", min=10, help="Use this many training images (class-balanced subset)."),
+    val_size: Optional[int] = typer.Option(None, "--val-size", min=10, help="Use this many validation images."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2, help="Proxy training batch size."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train each candidate with this many seeds; accuracy is their mean (spread stored)."),
+    objectives: str = typer.Option("accuracy,mflops", "--objectives", help="accuracy,mflops (Pareto), accuracy (single objective), or add latency: accuracy,mflops,latency."),
+    presets: bool = typer.Option(True, "--presets/--no-presets", help="Also evaluate the paper's presets inside the budget, as reference points."),
+    prescreen: int = typer.Option(0, "--prescreen", min=0, help="Score this many random candidates with synflow first and start from the best."),
+    keep_weights: bool = typer.Option(False, "--keep-weights", help="Save each trained trial's weights (for `nas export`)."),
+    early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="Stop trials that trail their MFLOPs peers (successive halving; needs --epochs >= 2)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Latency device: local, ssh://user@host[:port], adb[:serial]."),
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Latency constraint, e.g. 30ms (needs --device)."),
+    lut: Optional[Path] = typer.Option(None, "--lut", help="Predict latency from this lookup table (`nas latency build-lut`) instead of measuring."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder for the default storage and kept weights."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display (a line per trial instead)."),
+) -> None:
+    arguments = dict(locals())
+    from ..search_cli import SearchRequest, run_search_command
+
+    run_search_command(SearchRequest(**arguments))

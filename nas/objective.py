@@ -1,0 +1,165 @@
+"""One trial: propose a config, count it, check budgets, evaluate it, store everything.
+
+The same :class:`TrialRunner` serves the in-process search, worker processes and Ray Tune, so
+a trial looks the same in the storage whoever ran it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from shufflenet_core import ShuffleNetConfig, complexity, get_preset
+from search_spaces import DesignSpace, suggest
+
+from . import records as R
+from .evaluators.base import AccuracyEvaluator, Evaluation
+from .multifidelity import HalvingRule
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["LatencySettings", "TrialRunner", "WORKER_HOST", "WORKER_PID"]
+
+WORKER_HOST = "worker_host"
+WORKER_PID = "worker_pid"
+SKIPPED = "skipped"
+SCORE = "score"
+WIDTH = "width"
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """Latency as a constraint and/or objective, from a device or its lookup table."""
+
+    device: str
+    lut_path: str | None = None
+    budget_ms: float | None = None
+    threads: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrialRunner:
+    """Turns an Optuna trial into a stored result (see nas/records.py for what is stored)."""
+
+    space: DesignSpace
+    budget_macs: int
+    evaluator: AccuracyEvaluator
+    objectives: tuple[str, ...]
+    weights_dir: Path | None = None
+    latency: LatencySettings | None = None
+    halving: HalvingRule | None = None
+    on_step: Callable[[int, int], None] | None = None
+    _latency_evaluator: Any = field(default=None, init=False, repr=False)
+
+    # -- proposal ---------------------------------------------------------------------------
+    def propose(self, trial: "optuna.trial.Trial") -> ShuffleNetConfig:
+        """The trial's config: a preset when the trial was enqueued for one, else sampled."""
+        sampled = suggest(trial, self.space, self.budget_macs)
+        preset = trial.user_attrs.get(R.PRESET)
+        if preset:
+            return get_preset(preset).replace(num_classes=self.space.num_classes, input_size=self.space.input_size)
+        return sampled
+
+    # -- the objective ----------------------------------------------------------------------
+    def __call__(self, trial: "optuna.trial.Trial") -> tuple[float, ...] | float:
+        trial.set_user_attr(WORKER_HOST, socket.gethostname())
+        trial.set_user_attr(WORKER_PID, os.getpid())
+        config = self.propose(trial)
+        cost = complexity(config)
+        trial.set_user_attr(R.CONFIG, config.to_dict())
+        trial.set_user_attr(R.MACS, cost.macs)
+        trial.set_user_attr(R.PARAMS, cost.params)
+        trial.set_user_attr(WIDTH, config.stage_out_channels[0] / _paper_stage2(config))
+        trial.set_user_attr(R.EVALUATOR, self.evaluator.name)
+        over_budget = cost.macs - self.budget_macs
+        trial.set_constraint("macs_over_budget", float(over_budget))
+        latency_ms = self._measure_latency(trial, config)
+        feasible = over_budget <= 0 and (
+            self.latency is None or self.latency.budget_ms is None or latency_ms <= self.latency.budget_ms
+        )
+        if not feasible:
+            # Over a budget: counted and stored, but not worth training.
+            trial.set_user_attr(SKIPPED, "over budget: not trained")
+            return self._values(trial, 0.0, cost.mflops, latency_ms)
+        evaluation = self.evaluator.evaluate(config, on_epoch=self._epoch_callback(trial, cost.macs), on_step=self.on_step)
+        self._store_evaluation(trial, evaluation)
+        return self._values(trial, evaluation.score, cost.mflops, latency_ms)
+
+    def _values(self, trial: "optuna.trial.Trial", score: float, mflops: float, latency_ms: float | None):
+        values = {"accuracy": score, self.evaluator.objective_name: score, "mflops": mflops, "latency_ms": latency_ms}
+        chosen = tuple(float(values[name]) for name in self.objectives)  # type: ignore[arg-type]
+        return chosen[0] if len(chosen) == 1 else chosen
+
+    def _store_evaluation(self, trial: "optuna.trial.Trial", evaluation: Evaluation) -> None:
+        if self.evaluator.objective_name == "accuracy":
+            trial.set_user_attr(R.ACCURACY, evaluation.score)
+            trial.set_user_attr(R.ACCURACY_SEEDS, evaluation.per_seed)
+            if evaluation.score_std is not None:
+                trial.set_user_attr(R.ACCURACY_STD, evaluation.score_std)
+            trial.set_user_attr(R.LEARNING_CURVE, evaluation.learning_curve)
+            trial.set_user_attr(R.EPOCHS, len(evaluation.learning_curve))
+        trial.set_user_attr(SCORE, evaluation.score)
+        trial.set_user_attr(R.TRAIN_SECONDS, round(evaluation.seconds, 3))
+        if evaluation.diverged:
+            trial.set_user_attr("diverged", True)
+        if evaluation.state_dict is not None and self.weights_dir is not None:
+            import torch
+
+            folder = self.weights_dir / trial.study.study_name
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"trial_{trial.number}.pt"
+            torch.save(evaluation.state_dict, path)
+            trial.set_user_attr(R.WEIGHTS_PATH, str(path.resolve()))
+
+    def _epoch_callback(self, trial: "optuna.trial.Trial", macs: int):
+        import optuna
+
+        curve: list[float] = []
+        recipe = getattr(self.evaluator, "recipe", None)
+        last_epoch = getattr(recipe, "epochs", 1) - 1
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            curve.append(accuracy)
+            trial.set_user_attr(R.LEARNING_CURVE, list(curve))
+            if epoch >= last_epoch:
+                return  # the result is in: stopping now would only throw it away
+            if len(self.objectives) == 1:
+                trial.report(accuracy, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch + 1}")
+            elif self.halving is not None and self.halving.should_stop(trial.study, trial.number, macs, epoch, accuracy):
+                raise optuna.TrialPruned(f"successive halving: below its MFLOPs peers after epoch {epoch + 1}")
+
+        return on_epoch
+
+    def _measure_latency(self, trial: "optuna.trial.Trial", config: ShuffleNetConfig) -> float | None:
+        if self.latency is None:
+            return None
+        if self._latency_evaluator is None:
+            from .latency import LatencyEvaluator, open_device
+
+            device = open_device(self.latency.device, **self.latency.options)
+            lut = None
+            if self.latency.lut_path:
+                from .latency.lut import load_lut
+
+                lut = load_lut(self.latency.lut_path)
+            self._latency_evaluator = LatencyEvaluator(device, lut=lut, threads=self.latency.threads)
+        result = self._latency_evaluator.latency(config)
+        trial.set_user_attr(R.LATENCY_MS, result.median_ms)
+        trial.set_user_attr(R.LATENCY_SOURCE, result.source)
+        trial.set_user_attr(R.LATENCY_DEVICE, result.device)
+        if self.latency.budget_ms is not None:
+            trial.set_constraint("latency_over_budget_ms", float(result.median_ms - self.latency.budget_ms))
+        return result.median_ms
+
+
+def _paper_stage2(config: ShuffleNetConfig) -> int:
+    from shufflenet_core import PAPER_STAGE2_CHANNELS
+
+    return PAPER_STAGE2_CHANNELS.get(config.groups, config.stage_out_channels[0])

@@ -1,0 +1,220 @@
+"""Short, seeded, deterministic training of a candidate on in-memory tensors.
+
+The recipe follows ../shared/PROXY.md, which trained stably here: SGD with Nesterov momentum
+0.9, lr 0.1, linear warm-up over the first 20% of steps then cosine decay, weight decay 4e-5,
+and the last BN scale of each unit initialised to zero (without it, 1.0x g8 diverged).
+Batches are drawn by indexing tensors: there is no per-sample Python on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shufflenet_core import ShuffleNetConfig, build_model
+from shufflenet_core.model import ShuffleUnit
+
+from .data import Dataset
+
+__all__ = ["PreparedData", "Recipe", "TrainResult", "evaluate", "prepare_data", "proxy_config", "train_config"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a candidate is trained; stored with every trial so results stay interpretable."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    warmup_fraction: float = 0.2
+    label_smoothing: float = 0.0
+    resolution: int = 32
+    train_size: int | None = None
+    val_size: int | None = None
+    horizontal_flip: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch size must be >= 2, got {self.batch_size}")
+        if self.resolution < 32:
+            raise ValueError(f"proxy resolution must be >= 32, got {self.resolution}")
+        for name in ("train_size", "val_size"):
+            value = getattr(self, name)
+            if value is not None and value < 10:
+                raise ValueError(f"{name} must be >= 10 images, got {value}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Normalised float tensors at the proxy resolution."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int
+    in_channels: int
+    resolution: int
+
+
+@dataclass
+class TrainResult:
+    val_accuracy_per_epoch: list[float]
+    seconds: float
+    diverged: bool
+    model: nn.Module = field(repr=False)
+
+    @property
+    def accuracy(self) -> float:
+        return self.val_accuracy_per_epoch[-1]
+
+
+def _subset(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """A class-balanced (round-robin over classes) subset of ``size`` indices, seeded."""
+    if size is None or size >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    order = []
+    for rank in range(max(len(members) for members in per_class)):
+        order.extend(members[rank] for members in per_class if rank < len(members))
+    return np.sort(np.asarray(order[:size]))
+
+
+def _to_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    if tensor.shape[-1] != resolution or tensor.shape[-2] != resolution:
+        tensor = F.interpolate(tensor, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return tensor
+
+
+@lru_cache(maxsize=4)
+def _prepare_cached(dataset: Dataset, resolution: int, train_size: int | None, val_size: int | None) -> PreparedData:
+    train_index = _subset(dataset.train_labels, train_size, seed=0)
+    val_index = _subset(dataset.val_labels, val_size, seed=1)
+    train = _to_tensor(dataset.train_images[train_index], resolution)
+    val = _to_tensor(dataset.val_images[val_index], resolution)
+    mean = train.mean(dim=(0, 2, 3), keepdim=True)
+    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+    return PreparedData(
+        train_images=((train - mean) / std).contiguous(),
+        train_labels=torch.from_numpy(dataset.train_labels[train_index]).long(),
+        val_images=((val - mean) / std).contiguous(),
+        val_labels=torch.from_numpy(dataset.val_labels[val_index]).long(),
+        num_classes=dataset.num_classes,
+        in_channels=dataset.in_channels,
+        resolution=resolution,
+    )
+
+
+def prepare_data(dataset: Dataset, recipe: Recipe) -> PreparedData:
+    """Tensors for ``recipe`` (cached: every trial of a search shares them)."""
+    return _prepare_cached(dataset, recipe.resolution, recipe.train_size, recipe.val_size)
+
+
+def proxy_config(config: ShuffleNetConfig, data: PreparedData) -> ShuffleNetConfig:
+    """The candidate as trained: same architecture, the data's classes, channels and size."""
+    return config.replace(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.resolution)
+
+
+def _zero_init_last_bn(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, ShuffleUnit):
+            nn.init.zeros_(module.bn3.weight)
+
+
+def _learning_rate_factor(step: int, total: int, warmup_fraction: float) -> float:
+    warmup = max(1, int(total * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        logits = model(images[start : start + batch_size])
+        correct += int((logits.argmax(dim=1) == labels[start : start + batch_size]).sum())
+    return correct / max(1, len(labels))
+
+
+def train_config(
+    config: ShuffleNetConfig,
+    data: PreparedData,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train ``config`` on ``data`` and report validation accuracy after each epoch.
+
+    ``on_epoch(epoch, accuracy)`` may raise (e.g. to prune the trial); ``on_step(done, total)``
+    feeds progress bars.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = build_model(proxy_config(config, data))
+    _zero_init_last_bn(model)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay, nesterov=True,
+    )
+    count = len(data.train_labels)
+    batches_per_epoch = count // recipe.batch_size if count >= recipe.batch_size else 1
+    batch_size = min(recipe.batch_size, count)
+    total_steps = batches_per_epoch * recipe.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _learning_rate_factor(step, total_steps, recipe.warmup_fraction)
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    accuracies: list[float] = []
+    diverged = False
+    started = time.perf_counter()
+    step = 0
+    for epoch in range(recipe.epochs):
+        model.train()
+        order = torch.randperm(count, generator=generator)
+        for batch in range(batches_per_epoch):
+            index = order[batch * batch_size : (batch + 1) * batch_size]
+            images = data.train_images[index]
+            if recipe.horizontal_flip:
+                flip = torch.rand(len(index), generator=generator) < 0.5
+                images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+            loss = criterion(model(images), data.train_labels[index])
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if on_step is not None:
+                on_step(step, total_steps)
+        accuracy = evaluate(model, data.val_images, data.val_labels)
+        accuracies.append(accuracy)
+        if on_epoch is not None:
+            on_epoch(epoch, accuracy)
+        if diverged:
+            break
+    return TrainResult(accuracies, time.perf_counter() - started, diverged, model)
