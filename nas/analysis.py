@@ -33,6 +33,7 @@ __all__ = [
     "knob_value",
     "objective_value",
     "pareto_front_indices",
+    "quality_of",
     "reference_point",
     "width_multiplier",
 ]
@@ -42,6 +43,7 @@ PAPER_BUDGETS_MFLOPS: tuple[float, ...] = (40.0, 140.0, 524.0)
 
 OBJECTIVE_DIRECTIONS: dict[str, str] = {
     "accuracy": "maximize",
+    "score": "maximize",
     "error": "minimize",
     "mflops": "minimize",
     "mparams": "minimize",
@@ -142,10 +144,20 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float], d
 # --- trial records -----------------------------------------------------------------------
 
 
+def quality_of(record: TrialRecord) -> float | None:
+    """Accuracy for trained trials, else the zero-cost score a search stored (user attr "score")."""
+    if record.accuracy is not None:
+        return record.accuracy
+    score = record.attrs.get("score")
+    return None if score is None else float(score)
+
+
 def objective_value(record: TrialRecord, name: str) -> float | None:
     """The value of a named objective for a trial, or None when the trial lacks it."""
     if name == "accuracy":
         return record.accuracy
+    if name == "score":
+        return quality_of(record)
     if name == "error":
         return None if record.accuracy is None else 1.0 - record.accuracy
     if name == "mflops":
@@ -170,7 +182,7 @@ def _usable(records: Iterable[TrialRecord], objectives: Sequence[str], feasible_
     return [
         r
         for r in records
-        if r.complete
+        if r.state == "COMPLETE"
         and (r.feasible or not feasible_only)
         and all(objective_value(r, name) is not None for name in objectives)
     ]
@@ -200,18 +212,23 @@ def reference_point(
     *,
     limits: Mapping[str, float] | None = None,
 ) -> list[float]:
-    """A reference point for hypervolume: 0 accuracy, and for each minimized objective its
-    limit (e.g. the FLOP budget) when given, else 1.1 x the largest value seen (1.0 if none).
+    """A reference point for hypervolume: 0 accuracy (for other maximized scores, the lowest
+    seen minus 10% of the spread), and for each minimized objective its limit (e.g. the FLOP
+    budget) when given, else 1.1 x the largest value seen (1.0 if none).
     """
     limits = dict(limits or {})
-    values = {name: [objective_value(r, name) for r in records if r.complete] for name in objectives}
+    records = [r for r in records if r.state == "COMPLETE"]
+    values = {name: [objective_value(r, name) for r in records] for name in objectives}
     reference = []
     for name, direction in zip(objectives, _directions_for(objectives)):
         seen = [v for v in values[name] if v is not None]
         if name in limits:
             reference.append(float(limits[name]))
-        elif direction == "maximize":
+        elif direction == "maximize" and (name == "accuracy" or not seen):
             reference.append(0.0)
+        elif direction == "maximize":
+            low, high = min(seen), max(seen)
+            reference.append(low - 0.1 * ((high - low) or abs(low) or 1.0))
         else:
             reference.append(1.1 * max(seen) if seen else 1.0)
     return reference

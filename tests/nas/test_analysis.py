@@ -152,6 +152,25 @@ def test_objective_values():
     assert objective_value(r, "latency_ms") == 12.5
 
 
+def test_score_objective_for_zero_cost_studies():
+    # A zero-cost trial stores no accuracy, only a score; an over-budget one stores neither.
+    scored = [
+        TrialRecord("s", 0, "COMPLETE", None, 30_000_000, 1, None, None, None, True, (), None, {"score": 19.5}),
+        TrialRecord("s", 1, "COMPLETE", None, 20_000_000, 1, None, None, None, True, (), None, {"score": 12.0}),
+        TrialRecord("s", 2, "COMPLETE", None, 35_000_000, 1, None, None, None, True, (), None, {"score": 18.0}),
+        TrialRecord("s", 3, "COMPLETE", None, 90_000_000, 1, None, None, None, False, (), None, {"skipped": "over"}),
+    ]
+    assert objective_value(scored[0], "score") == 19.5
+    assert objective_value(record(9, 0.7, 10), "score") == 0.7  # trained trials score their accuracy
+    assert [r.number for r in front_records(scored, ("score", "mflops"))] == [1, 0]
+    assert front_records(scored) == []  # no accuracy anywhere
+    # Reference below the lowest score by 10% of the spread (7.5): 12 - 0.75 = 11.25.
+    assert reference_point(scored, ("score", "mflops"), limits={"mflops": 40}) == pytest.approx([11.25, 40])
+    history = hypervolume_history(scored, [11.25, 40.0], ("score", "mflops"))
+    # trial 0: (19.5-11.25)*(40-30) = 82.5; trial 1 adds (12-11.25)*(30-20) = 7.5 -> 90
+    assert [v for _, v in history] == pytest.approx([82.5, 90.0, 90.0, 90.0])
+
+
 def test_reference_point_uses_limits_or_worst_seen():
     records = [record(0, 0.6, 80), record(1, 0.7, 100)]
     assert reference_point(records) == pytest.approx([0.0, 110.0])
