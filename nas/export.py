@@ -352,11 +352,21 @@ def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN20
     config = record.config
     seed = int(info.attrs.get(keys.SEED, 0) or 0)
     if request.train_epochs is not None:
-        if train is None:
-            raise UserError("--train-epochs is not available in this build")
-        model, training = train(config=config, epochs=request.train_epochs, data=request.data, seed=seed, log=log)
-        config = model.config
-        return model.eval(), config, WeightsSource("trained", f"trained for {request.train_epochs} epochs by nas export", training=training)
+        from .data import DEFAULT_DATA
+        from .export_training import train_for_export
+
+        spec = info.attrs.get(keys.EVALUATOR_SPEC)
+        spec = spec if isinstance(spec, dict) else {}
+        data_spec = request.data or info.attrs.get(keys.DATA_SPEC) or spec.get("data") or DEFAULT_DATA
+        model, training = (train or train_for_export)(
+            config, epochs=request.train_epochs, data_spec=data_spec, seed=seed,
+            base_recipe=spec.get("recipe") if isinstance(spec.get("recipe"), dict) else None, log=log,
+        )
+        description = (
+            f"trained for {request.train_epochs} epoch(s) on {training['data']} by nas export "
+            f"(held-out test accuracy {100 * training['test_accuracy']:.2f}%)"
+        )
+        return model.eval(), model.config, WeightsSource("trained", description, training=training)
     if request.untrained:
         return fresh_model(config, seed), config, WeightsSource("untrained", f"fresh initialisation (seed {seed}); not trained")
     path = resolve_weights_path(record, url)

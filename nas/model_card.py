@@ -80,9 +80,11 @@ def _accuracy_section(record: TrialRecord, info: StudyInfo, weights_kind: str) -
     if record.accuracy is None:
         return None
     attrs, spec = record.attrs, info.attrs.get(keys.EVALUATOR_SPEC)
+    spec = spec if isinstance(spec, dict) else {}
+    recipe = spec.get("recipe") if isinstance(spec.get("recipe"), dict) else None
     epochs = attrs.get(keys.EPOCHS)
-    if epochs is None and isinstance(spec, dict):
-        epochs = spec.get("epochs")
+    if epochs is None:
+        epochs = (recipe or {}).get("epochs", spec.get("epochs"))
     applies = {
         "search": "the exported weights (one run of the search's proxy training)",
         "untrained": "the architecture only; the exported weights are untrained",
@@ -94,9 +96,10 @@ def _accuracy_section(record: TrialRecord, info: StudyInfo, weights_kind: str) -
         "per_seed": attrs.get(keys.ACCURACY_SEEDS),
         "metric": "validation accuracy (held out from the training images)",
         "applies_to": applies,
-        "data": info.attrs.get(keys.DATA_SPEC),
-        "evaluator": attrs.get(keys.EVALUATOR) or (spec.get("name") if isinstance(spec, dict) else None),
-        "recipe": spec,
+        "data": info.attrs.get(keys.DATA_SPEC) or spec.get("data"),
+        "evaluator": attrs.get(keys.EVALUATOR) or spec.get("name"),
+        "recipe": recipe or spec or None,
+        "seeds": spec.get("seeds"),
         "epochs": epochs,
         "learning_curve": list(record.learning_curve),
     }
@@ -159,11 +162,15 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"| classes | {config['num_classes']} |",
         f"| **MFLOPs** | **{cost['mflops']:.3f}** ({cost['convention']}) |",
         f"| **parameters** | **{cost['params']:,}** ({cost['params'] / 1e6:.4f} M) |",
-        "",
-        "## Weights",
-        "",
-        f"{weights['description']}.",
     ]
+    searched = cost.get("searched_macs")
+    if searched is not None and searched != cost["macs"]:
+        lines += [
+            "",
+            f"The search judged this architecture at {searched / 1e6:.3f} MFLOPs with the stored config's "
+            "classifier and input channels; the exported weights fit the training data's instead.",
+        ]
+    lines += ["", "## Weights", "", f"{weights['description']}."]
     training = weights.get("training")
     if training:
         lines += ["", *(f"- {key}: {_plain(value)}" for key, value in training.items())]

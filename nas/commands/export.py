@@ -45,7 +45,7 @@ def export(
     )
     from ..export import run_export
 
-    result = run_export(request, train=_trainer() if train_epochs is not None else None, log=_log)
+    result = run_export(request, log=_log)
     card = result.card
     accuracy = card["accuracy"]["value"] if card.get("accuracy") else None
     typer.echo(
@@ -69,6 +69,10 @@ def _request(*, out, storage, study, trial, best, budget, latency_budget, format
         raise UserError(f"--onnx-exporter {onnx_exporter!r}: choose dynamo or legacy")
     if data is not None and train_epochs is None:
         raise UserError("--data is only used with --train-epochs N")
+    if data is not None:
+        from ..data import validate_data_spec
+
+        data = validate_data_spec(data)
     budget_macs = None
     if budget is not None:
         from ..budget import parse_budget
@@ -86,10 +90,6 @@ def _parse_latency(text: str) -> float:
     from ..latency.budget import parse_latency
 
     return parse_latency(text)
-
-
-def _trainer():  # noqa: ANN202
-    raise UserError("--train-epochs is not implemented yet")
 
 
 def _log(message: str) -> None:

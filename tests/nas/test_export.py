@@ -57,7 +57,8 @@ def study_db(tmp_path_factory) -> Path:
     for key, value in {
         keys.SHUFFLENAS_VERSION: "0.1.0", keys.BUDGET_MACS: BUDGET, keys.BUDGET_LABEL: "40M",
         keys.OBJECTIVES: ["accuracy", "mflops"], keys.DATA_SPEC: "fashion-mnist", keys.SEED: 0,
-        keys.EVALUATOR_SPEC: {"name": "proxy", "epochs": 1, "resolution": 32, "learning_rate": 0.1},
+        keys.EVALUATOR_SPEC: {"name": "proxy", "data": "fashion-mnist", "seeds": [0],
+                              "recipe": {"epochs": 1, "resolution": 32, "learning_rate": 0.1}},
     }.items():
         study.set_user_attr(key, value)
     (folder / "weights").mkdir()
@@ -170,6 +171,7 @@ def test_export_best_round_trip_pytorch_and_onnx_runtime(nas, study_db: Path, tm
     markdown = (out / "model_card.md").read_text()
     assert f"{complexity(loaded.config).mflops:.3f}" in markdown and "ONNX opset 18" in markdown
     assert "78.00%" in markdown and "12.500 ms**, measured" in markdown and "fashion-mnist" in markdown
+    assert f"judged this architecture at {complexity(stored_config).mflops:.3f} MFLOPs" in markdown
     assert "Exported" in result.stdout or "exported" in result.stdout
 
 
@@ -273,3 +275,79 @@ def test_failure_midway_leaves_the_old_folder_or_nothing(tmp_path: Path) -> None
 
     write_atomically(existing, force=True, fill=lambda folder: (folder / "model.pt").write_text("new"))
     assert os.listdir(tmp_path) == ["model"] and (existing / "model.pt").read_text() == "new"
+
+
+# --- training before export ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_epochs_trains_on_real_data_and_reports_test_accuracy(nas, study_db: Path, tmp_path: Path) -> None:
+    import shufflenet_core
+    from nas.data import load_data
+
+    out = tmp_path / "trained"
+    result = nas("export", "--storage", str(study_db), "--study", STUDY, "--trial", "3", "--train-epochs", "1",
+                 "--format", "pytorch", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "held-out test accuracy" in result.stderr and "train" in result.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    training = card["weights"]["training"]
+    dataset = load_data("fashion-mnist")
+    assert card["weights"]["source"] == "trained" and training["epochs"] == 1
+    assert training["data"] == "fashion-mnist" and training["test_images"] == len(dataset.test_labels)
+    assert training["recipe"]["resolution"] == 32 and len(training["preprocessing"]["mean"]) == 1
+
+    # The card's test accuracy is what the exported weights really score on the test split.
+    model = shufflenet_core.load(out)
+    prep = training["preprocessing"]
+    images = torch.from_numpy(dataset.test_images).float() / 255
+    images = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    images = (images - torch.tensor(prep["mean"]).view(1, -1, 1, 1)) / torch.tensor(prep["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        predicted = torch.cat([model(images[i : i + 500]).argmax(1) for i in range(0, len(images), 500)])
+    accuracy = float((predicted == torch.from_numpy(dataset.test_labels)).float().mean())
+    assert abs(accuracy - training["test_accuracy"]) < 1e-3
+    assert accuracy > 0.3  # ten classes: chance is 0.1; one real epoch learns far more
+    assert f"{100 * training['test_accuracy']:.2f}%" in (out / "model_card.md").read_text()
+
+
+# --- end to end through the real search ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_search_keep_weights_then_export_best(nas, tmp_path: Path) -> None:
+    import onnxruntime
+
+    import shufflenet_core
+
+    db = tmp_path / "search.db"
+    searched = nas("search", "--budget", "40M", "--n-trials", "3", "--storage", str(db), "--study", "e2e", "--seed", "0",
+                   "--evaluator", "proxy", "--epochs", "1", "--train-size", "256", "--val-size", "128", "--keep-weights",
+                   "--runs-dir", str(tmp_path / "runs"), "--quiet", cwd=tmp_path)
+    assert searched.returncode == 0, searched.stderr
+    out = tmp_path / "model"
+    exported = nas("export", "--storage", str(db), "--study", "e2e", "--best", "--budget", "40M", "--out", str(out),
+                   "--onnx-exporter", "legacy", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+
+    info, records = _records_of(db, "e2e")
+    best = max((r for r in records if r.complete and r.feasible), key=lambda r: (r.accuracy, -r.macs))
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["provenance"]["trial"] == best.number and card["weights"]["source"] == "search"
+    assert card["accuracy"]["value"] == best.accuracy and card["accuracy"]["recipe"]["train_size"] == 256
+
+    # The exported weights are exactly the ones the search kept for that trial.
+    model = shufflenet_core.load(out)
+    kept = torch.load(best.attrs[keys.WEIGHTS_PATH], weights_only=True)
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in kept.items())
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, model.config.in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert np.abs(session.run(None, {"input": x.numpy()})[0] - model(x).numpy()).max() < 1e-4
+
+
+def _records_of(db: Path, name: str):
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    return study_info(study), load_records(study)
