@@ -24,26 +24,42 @@ __all__ = [
 
 
 def param_importances(study: Any) -> tuple[dict[str, float] | None, str | None]:
-    """PED-ANOVA importances of the sampled parameters for accuracy, or a message saying why not."""
+    """PED-ANOVA importances of the sampled parameters for the study's quality (accuracy or
+    zero-cost score), or a message saying why not.
+
+    Only evaluated trials count: over-budget trials that a search stored with a placeholder
+    value and no accuracy or score would otherwise read as the worst models.
+    """
     import optuna
 
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    with_params = [t for t in complete if t.params]
-    if len(with_params) < 2:
-        return None, f"parameter importances need at least 2 completed trials with sampled parameters (this study has {len(with_params)})"
-    if not any(len({repr(t.params.get(name)) for t in with_params}) > 1 for name in with_params[0].params):
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    evaluated = [t for t in complete if t.params and _quality(t) is not None]
+    if len(evaluated) < 2:
+        return None, f"parameter importances need at least 2 evaluated trials with sampled parameters (this study has {len(evaluated)})"
+    if not any(len({repr(t.params.get(name)) for t in evaluated}) > 1 for name in evaluated[0].params):
         return None, "parameter importances need parameters that vary between trials"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            importances = optuna.importance.get_param_importances(
-                study, evaluator=_evaluator(optuna), target=lambda trial: -trial.values[0]  # low target = accurate
-            )
-    except Exception as error:  # noqa: BLE001 - fANOVA fails in several ways on tiny studies
-        return None, f"parameter importances could not be computed: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}"
+            scratch = optuna.create_study(direction="minimize")  # in memory; the storage is never written
+            scratch.add_trials([
+                optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=-_quality(t))  # low = good
+                for t in evaluated
+            ])
+            importances = optuna.importance.get_param_importances(scratch, evaluator=_evaluator(optuna))
+    except Exception as error:  # noqa: BLE001 - the evaluators fail in several ways on tiny studies
+        text = str(error).strip()
+        return None, f"parameter importances could not be computed: {text.splitlines()[0] if text else type(error).__name__}"
     if not importances:
-        return None, "no parameter is shared by every completed trial, so importances are undefined"
+        return None, "no parameter is shared by every evaluated trial, so importances are undefined"
     return {name: float(value) for name, value in importances.items()}, None
+
+
+def _quality(trial: Any) -> float | None:
+    for key in ("accuracy", "score"):
+        if trial.user_attrs.get(key) is not None:
+            return float(trial.user_attrs[key])
+    return None
 
 
 def _evaluator(optuna: Any) -> Any:

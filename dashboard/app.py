@@ -73,6 +73,13 @@ def _body(storage: str) -> None:
     studies_with_results = [d for d in studies if d.completed]
     if not studies_with_results:
         return
+    quality = studies_with_results[0].quality
+    others = [d.name for d in studies_with_results if d.quality != quality]
+    if others:
+        st.warning(f"{', '.join(others)} measured a different quality than {studies_with_results[0].name} "
+                   "(zero-cost score vs trained accuracy), so they cannot share its axes; select them on their own "
+                   "to see them.")
+        studies_with_results = [d for d in studies_with_results if d.quality == quality]
     render_pareto(studies_with_results)
     render_trial_detail(studies_with_results, storage)
     render_design_space(studies_with_results)

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.analysis import quality_of
 from nas.errors import UserError
 from nas.records import DEVICE, LATENCY_DEVICE, StudyInfo, TrialRecord, load_records, study_info
 
@@ -37,8 +38,25 @@ class StudyData:
         return None if self.info.budget_macs is None else self.info.budget_macs / 1e6
 
     @property
+    def quality(self) -> str:
+        """The analysis objective on the y axis: "accuracy" for trained studies, else "score"."""
+        return "accuracy" if not self.info.objectives or self.info.objectives[0] == "accuracy" else "score"
+
+    @property
+    def quality_label(self) -> str:
+        if self.quality == "accuracy":
+            return "accuracy (%)"
+        return f"{self.info.objectives[0]} (zero-cost score)"
+
+    @property
     def completed(self) -> list[TrialRecord]:
-        return [r for r in self.records if r.complete]
+        """Completed trials that have a quality value (accuracy or score)."""
+        return [r for r in self.records if r.state == "COMPLETE" and quality_of(r) is not None]
+
+    @property
+    def untrained(self) -> list[TrialRecord]:
+        """Completed trials without a quality: over a budget, so the search did not train them."""
+        return [r for r in self.records if r.state == "COMPLETE" and quality_of(r) is None and r.macs is not None]
 
     @property
     def has_latency(self) -> bool:

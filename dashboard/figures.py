@@ -20,6 +20,7 @@ from nas.analysis import (
     hypervolume_history,
     knob_value,
     objective_value,
+    quality_of,
 )
 from nas.records import TrialRecord
 from shufflenet_core import ShuffleNetConfig
@@ -37,7 +38,7 @@ __all__ = [
     "knob_figure",
     "learning_curve_figure",
     "pareto_figure",
-    "search_front",
+    "study_front",
 ]
 
 AXES: dict[str, str] = {"mflops": "MFLOPs (MACs at deployment size)", "latency_ms": "latency (ms)", "mparams": "parameters (M)"}
@@ -65,10 +66,20 @@ def config_summary(config: ShuffleNetConfig | None) -> str:
     return text if config.channel_shuffle else text + ", no shuffle"
 
 
+def _y(record: TrialRecord, quality: str) -> float | None:
+    """The y value drawn: accuracy in %, or the raw zero-cost score."""
+    value = objective_value(record, quality)
+    return None if value is None else (100 * value if quality == "accuracy" else value)
+
+
 def _hover(record: TrialRecord) -> str:
     parts = [f"<b>{record.study} #{record.number}</b>" + (f" ({record.preset})" if record.preset else "")]
     if record.accuracy is not None:
         parts.append(f"accuracy {100 * record.accuracy:.2f}%")
+    elif quality_of(record) is not None:
+        parts.append(f"score {quality_of(record):.4g}")
+    else:
+        parts.append(str(record.attrs.get("skipped") or "not evaluated"))
     if record.mflops is not None:
         parts.append(f"{record.mflops:.1f} MFLOPs")
     if record.params is not None:
@@ -81,15 +92,16 @@ def _hover(record: TrialRecord) -> str:
     return "<br>".join(parts)
 
 
-def search_front(data: StudyData, x_axis: str = "mflops") -> list[TrialRecord]:
-    """The front the figure joins: feasible searched trials (presets are compared, not joined)."""
-    return front_records(filter_records(data.records, include_presets=False), ("accuracy", x_axis))
+def study_front(data: StudyData, x_axis: str = "mflops") -> list[TrialRecord]:
+    """The front the figure joins: feasible completed trials, presets included (they are real
+    evaluations under the same recipe; whether they sit on the front is the comparison)."""
+    return front_records(data.records, (data.quality, x_axis))
 
 
-def _scatter(records: Sequence[TrialRecord], x_axis: str, **kwargs: object) -> go.Scatter:
+def _scatter(records: Sequence[TrialRecord], x_axis: str, quality: str, **kwargs: object) -> go.Scatter:
     return go.Scatter(
         x=[objective_value(r, x_axis) for r in records],
-        y=[100 * r.accuracy for r in records],  # type: ignore[operator]
+        y=[_y(r, quality) for r in records],
         customdata=[[r.study, r.number] for r in records],
         hovertext=[_hover(r) for r in records],
         hoverinfo="text",
@@ -122,60 +134,79 @@ def _budget_lines(figure: go.Figure, studies: Sequence[StudyData], x_axis: str, 
 def pareto_figure(
     studies: Sequence[StudyData], x_axis: str = "mflops", *, device: str | None = None, log_x: bool = False
 ) -> go.Figure:
-    """Accuracy against cost for every trial: feasible, infeasible (x), presets (stars) and the
-    search's Pareto front joined by a line; dashed lines mark budgets."""
+    """Quality against cost for every trial: feasible, infeasible (x), presets (stars) and the
+    Pareto front joined by a line; over-budget trials the search did not train sit on a strip
+    below the plot; dashed lines mark budgets. All studies must share one quality measure."""
     if x_axis not in AXES:
         raise ValueError(f"x axis must be one of {', '.join(AXES)}, got {x_axis!r}")
+    if len({data.quality for data in studies}) > 1:
+        raise ValueError("studies scored differently (accuracy vs a zero-cost score) cannot share one y axis")
     figure = go.Figure()
     shown: list[float] = []
+    untrained_any = False
     for index, data in enumerate(studies):
-        color = _color(index)
+        color, quality = _color(index), data.quality
         usable = [r for r in data.completed if objective_value(r, x_axis) is not None]
         searched = [r for r in usable if not r.preset]
-        feasible = [r for r in searched if r.feasible]
-        infeasible = [r for r in searched if not r.feasible]
         presets = [r for r in usable if r.preset]
-        front = search_front(data, x_axis)
-        shown += [objective_value(r, x_axis) for r in usable]  # type: ignore[misc]
+        untrained = [r for r in data.untrained if objective_value(r, x_axis) is not None]
+        front = study_front(data, x_axis)
+        shown += [objective_value(r, x_axis) for r in usable + untrained]  # type: ignore[misc]
         group = dict(legendgroup=data.name)
-        figure.add_trace(_scatter(feasible, x_axis, mode="markers", name=f"{data.name}: trials",
-                                  marker=dict(color=color, size=7, opacity=0.55), meta={"role": "trials", "study": data.name}, **group))
-        if infeasible:
-            figure.add_trace(_scatter(infeasible, x_axis, mode="markers", name=f"{data.name}: over budget",
-                                      marker=dict(color=color, size=8, symbol="x", opacity=0.7),
-                                      meta={"role": "infeasible", "study": data.name}, **group))
-        figure.add_trace(_scatter(front, x_axis, mode="lines+markers", name=f"{data.name}: Pareto front",
-                                  line=dict(color=color, width=2, shape="hv"),
-                                  marker=dict(color=color, size=11, symbol="diamond", line=dict(color="black", width=1)),
-                                  meta={"role": FRONT_ROLE, "study": data.name}, **group))
-        if presets:
-            figure.add_trace(_scatter(presets, x_axis, mode="markers+text", name=f"{data.name}: paper presets",
-                                      text=[r.preset.replace("shufflenet_v1_", "") for r in presets], textposition="top center",
-                                      marker=dict(color="gold", size=15, symbol="star", line=dict(color=color, width=2)),
-                                      meta={"role": "presets", "study": data.name}, **group))
+
+        def add(records: Sequence[TrialRecord], role: str, label: str, **style: object) -> None:
+            if records or role == FRONT_ROLE:
+                figure.add_trace(_scatter(records, x_axis, quality, name=f"{data.name}: {label}",
+                                          meta={"role": role, "study": data.name}, **group, **style))
+
+        add([r for r in searched if r.feasible], "trials", "trials", mode="markers",
+            marker=dict(color=color, size=7, opacity=0.55))
+        add([r for r in searched if not r.feasible], "infeasible", "over budget", mode="markers",
+            marker=dict(color=color, size=8, symbol="x", opacity=0.7))
+        add(presets, "presets", "paper presets", mode="markers+text", textposition="top center",
+            text=[r.preset.replace("shufflenet_v1_", "") for r in presets],
+            marker=dict(color="gold", size=15, symbol="star", line=dict(color=color, width=2)))
+        add(front, FRONT_ROLE, "Pareto front", mode="lines+markers", line=dict(color=color, width=2, shape="hv"),
+            marker=dict(color=color, size=11, symbol="diamond", line=dict(color="black", width=1)))
+        if untrained:
+            untrained_any = True
+            figure.add_trace(go.Scatter(
+                x=[objective_value(r, x_axis) for r in untrained], y=[0] * len(untrained), yaxis="y2", mode="markers",
+                name=f"{data.name}: over budget, not trained", marker=dict(color=color, size=8, symbol="x-thin-open", line=dict(width=2, color=color)),
+                customdata=[[r.study, r.number] for r in untrained], hovertext=[_hover(r) for r in untrained],
+                hoverinfo="text", meta={"role": "untrained", "study": data.name}, **group,
+            ))
     _budget_lines(figure, studies, x_axis, shown)
     x_title = AXES[x_axis] if not (x_axis == "latency_ms" and device) else f"latency (ms, on {device})"
+    y_title = studies[0].quality_label if studies else "accuracy (%)"
     figure.update_layout(
-        xaxis_title=x_title, yaxis_title="accuracy (%)", hovermode="closest", clickmode="event+select",
+        xaxis_title=x_title, yaxis_title=y_title, hovermode="closest", clickmode="event+select",
         legend=dict(orientation="h", yanchor="top", y=-0.16, x=0), margin=dict(t=60, b=60, l=60, r=20), height=560,
-        title="Accuracy vs " + x_title.split(" (")[0],
+        title=f"{y_title.split(' (')[0].capitalize()} vs " + x_title.split(" (")[0],
     )
+    if untrained_any:
+        figure.update_layout(
+            yaxis=dict(domain=[0.12, 1.0]),
+            yaxis2=dict(domain=[0.0, 0.06], range=[-1, 1], showticklabels=False, showgrid=False, zeroline=False,
+                        title=dict(text="not<br>trained", font=dict(size=9))),
+            xaxis=dict(anchor="y2"),
+        )
     if log_x:
         figure.update_xaxes(type="log")
     return figure
 
 
 def knob_figure(studies: Sequence[StudyData]) -> go.Figure:
-    """Accuracy against each design knob (searched trials; presets are not samples of the space)."""
+    """Quality against each design knob (searched trials; presets are not samples of the space)."""
     figure = make_subplots(rows=1, cols=len(DESIGN_KNOBS), shared_yaxes=True, subplot_titles=list(DESIGN_KNOBS.values()))
     for index, data in enumerate(studies):
-        records = filter_records(data.records, include_presets=False)
+        records = [r for r in data.completed if not r.preset]
         for column, knob in enumerate(DESIGN_KNOBS, start=1):
             pairs = [(knob_value(r, knob), r) for r in records]
             pairs = [(value, r) for value, r in pairs if value is not None]
             figure.add_trace(
                 go.Scatter(
-                    x=[value for value, _ in pairs], y=[100 * r.accuracy for _, r in pairs],  # type: ignore[operator]
+                    x=[value for value, _ in pairs], y=[_y(r, data.quality) for _, r in pairs],
                     mode="markers", name=data.name, legendgroup=data.name, showlegend=column == 1,
                     marker=dict(color=_color(index), size=7, opacity=0.6,
                                 symbol=["circle" if r.feasible else "x" for _, r in pairs]),
@@ -184,9 +215,9 @@ def knob_figure(studies: Sequence[StudyData]) -> go.Figure:
                 ),
                 row=1, col=column,
             )
-    figure.update_yaxes(title_text="accuracy (%)", row=1, col=1)
+    figure.update_yaxes(title_text=studies[0].quality_label if studies else "accuracy (%)", row=1, col=1)
     figure.update_xaxes(type="category", categoryorder="category ascending", row=1, col=1)
-    figure.update_layout(title="Accuracy against each design knob", margin=dict(t=80, b=40, l=60, r=20))
+    figure.update_layout(title="Quality against each design knob", margin=dict(t=80, b=40, l=60, r=20))
     return figure
 
 
@@ -213,17 +244,18 @@ def edf_figure(studies: Sequence[StudyData], key: str = "groups") -> go.Figure:
 
 
 def hypervolume_figure(studies: Sequence[StudyData], reference: Sequence[float]) -> go.Figure:
-    """Hypervolume (accuracy x MFLOPs saved under the reference) after each trial: convergence."""
+    """Hypervolume (quality x MFLOPs saved under the reference) after each trial: convergence."""
     figure = go.Figure()
+    quality = studies[0].quality if studies else "accuracy"
     for index, data in enumerate(studies):
-        history = hypervolume_history(data.records, reference, ("accuracy", "mflops"))
+        history = hypervolume_history(data.records, reference, (data.quality, "mflops"))
         figure.add_trace(go.Scatter(
             x=[number for number, _ in history], y=[value for _, value in history], mode="lines+markers",
             line_shape="hv", name=data.name, line=dict(color=_color(index)), marker=dict(size=4),
         ))
     figure.update_layout(
-        title=f"Hypervolume vs trial (reference: accuracy {reference[0]:g}, {reference[1]:.1f} MFLOPs)",
-        xaxis_title="trial number", yaxis_title="hypervolume (accuracy x MFLOPs)", margin=dict(t=60, b=40, l=60, r=20),
+        title=f"Hypervolume vs trial (reference: {quality} {reference[0]:.4g}, {reference[1]:.1f} MFLOPs)",
+        xaxis_title="trial number", yaxis_title=f"hypervolume ({quality} x MFLOPs)", margin=dict(t=60, b=40, l=60, r=20),
     )
     return figure
 

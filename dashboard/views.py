@@ -11,7 +11,7 @@ from typing import Sequence
 
 import streamlit as st
 
-from nas.analysis import dominates, reference_point
+from nas.analysis import dominates, objective_value, quality_of, reference_point
 from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, WEIGHTS_PATH, TrialRecord
 from nas.storage import resolve_storage_url
 
@@ -52,12 +52,13 @@ def render_summary(studies: Sequence[StudyData]) -> None:
     columns = st.columns(len(studies))
     for column, data in zip(columns, studies):
         complete = data.completed
-        front = figures.search_front(data)
+        front = figures.study_front(data)
         budget = data.info.budget_label or (f"{data.budget_mflops:g}M" if data.budget_mflops else "none")
         column.markdown(f"**{data.name}**")
+        untrained = f" · {len(data.untrained)} over budget, not trained" if data.untrained else ""
         column.caption(
-            f"{len(complete)} of {len(data.records)} trials complete · {sum(r.feasible for r in complete)} feasible · "
-            f"front of {len(front)} · budget {budget}"
+            f"{len(complete)} of {len(data.records)} trials complete{untrained} · {sum(r.feasible for r in complete)} "
+            f"feasible · front of {len(front)} · budget {budget} · y: {data.quality_label}"
         )
 
 
@@ -90,30 +91,38 @@ def render_pareto(studies: Sequence[StudyData]) -> None:
     device = next((name for name in (device_name(d) for d in shown) if name), None)
     figure = figures.pareto_figure(shown, x_axis, device=device, log_x=log_x)
     event = show_figure(figure, "pareto_front", "pareto", on_select="rerun", selection_mode=("points",))
-    st.caption("Diamonds joined by a line: the Pareto front of feasible searched trials. x: over budget. "
+    st.caption("Diamonds joined by a line: the Pareto front of the feasible trials. x: over budget. "
                "Stars: the paper's presets under the same recipe. Click a point to open that trial below.")
     _remember_selection(event)
     _render_preset_verdicts(shown, x_axis)
 
 
 def _render_preset_verdicts(studies: Sequence[StudyData], x_axis: str) -> None:
-    from nas.analysis import objective_value
-
     lines = []
     for data in studies:
-        front = figures.search_front(data, x_axis)
+        axes = (data.quality, x_axis)
+        searched = [r for r in data.completed if not r.preset and r.feasible and objective_value(r, x_axis) is not None]
         for preset in (r for r in data.completed if r.preset and objective_value(r, x_axis) is not None):
-            point = [preset.accuracy, objective_value(preset, x_axis)]
-            beaters = [r.number for r in front if dominates([r.accuracy, objective_value(r, x_axis)], point, ["maximize", "minimize"])]
-            verdict = f"beaten by trial(s) {', '.join(f'#{n}' for n in beaters)}" if beaters else "not beaten by the search"
-            lines.append(f"- {data.name}: **{preset.preset}** ({100 * preset.accuracy:.2f}%, "
+            point = [objective_value(preset, name) for name in axes]
+            beaters = [r.number for r in searched
+                       if dominates([objective_value(r, name) for name in axes], point, ["maximize", "minimize"])]
+            shown = ", ".join(f"#{n}" for n in beaters[:5]) + (f" and {len(beaters) - 5} more" if len(beaters) > 5 else "")
+            verdict = f"beaten by searched trial(s) {shown}" if beaters else "not beaten by the search"
+            lines.append(f"- {data.name}: **{preset.preset}** ({_quality_text(preset)}, "
                          f"{objective_value(preset, x_axis):.2f}): {verdict}")
     if lines:
         st.markdown("**Search vs hand design**\n" + "\n".join(lines))
 
 
+def _quality_text(record: TrialRecord) -> str:
+    if record.accuracy is not None:
+        return f"{100 * record.accuracy:.2f}%"
+    score = quality_of(record)
+    return "-" if score is None else f"score {score:.4g}"
+
+
 def _trial_label(record: TrialRecord) -> str:
-    accuracy = "" if record.accuracy is None else f", {100 * record.accuracy:.2f}%"
+    accuracy = "" if quality_of(record) is None else f", {_quality_text(record)}"
     mflops = "" if record.mflops is None else f", {record.mflops:.1f}M"
     return f"#{record.number} ({record.state.lower()}{accuracy}{mflops}{', ' + record.preset if record.preset else ''})"
 
@@ -129,7 +138,7 @@ def render_trial_detail(studies: Sequence[StudyData], storage: str | None) -> No
         return
     numbers = [r.number for r in data.records]
     if st.session_state.get("detail_trial") not in numbers:
-        front = figures.search_front(data)
+        front = figures.study_front(data)
         st.session_state["detail_trial"] = front[-1].number if front else numbers[-1]
     by_number = {r.number: r for r in data.records}
     record = by_number[st.selectbox("trial", numbers, key="detail_trial", format_func=lambda n: _trial_label(by_number[n]))]
@@ -138,12 +147,13 @@ def render_trial_detail(studies: Sequence[StudyData], storage: str | None) -> No
 
 def _render_record(record: TrialRecord, data: StudyData, storage: str | None) -> None:
     metrics = st.columns(5)
-    metrics[0].metric("accuracy", "-" if record.accuracy is None else f"{100 * record.accuracy:.2f}%")
+    metrics[0].metric("accuracy" if data.quality == "accuracy" else "score", _quality_text(record).removeprefix("score "))
     metrics[1].metric("MFLOPs", "-" if record.mflops is None else f"{record.mflops:.2f}")
     metrics[2].metric("params (M)", "-" if record.params is None else f"{record.params / 1e6:.3f}")
     metrics[3].metric("latency (ms)", "-" if record.latency_ms is None else f"{record.latency_ms:.2f}")
     metrics[4].metric("feasible", "yes" if record.feasible else "no")
-    st.caption(f"state {record.state}" + (f" · preset {record.preset}" if record.preset else "")
+    skipped = record.attrs.get("skipped")
+    st.caption(f"state {record.state}" + (f" · {skipped}" if skipped else "") + (f" · preset {record.preset}" if record.preset else "")
                + f" · {figures.config_summary(record.config)}")
     left, right = st.columns(2)
     with left:
@@ -184,7 +194,7 @@ def _render_export(record: TrialRecord, data: StudyData, storage: str | None) ->
     if not actions.export_available():
         st.caption("`nas export` is not part of this installation yet; the button appears once it is.")
         return
-    if st.button("Run nas export", key=f"export-{key}", disabled=not record.complete):
+    if st.button("Run nas export", key=f"export-{key}", disabled=record.state != "COMPLETE"):
         with st.spinner("exporting..."):
             ok, output = actions.run_export(command)
         (st.success if ok else st.error)(output or ("exported" if ok else "nas export failed"))
@@ -192,22 +202,27 @@ def _render_export(record: TrialRecord, data: StudyData, storage: str | None) ->
 
 def render_design_space(studies: Sequence[StudyData]) -> None:
     st.subheader("Design space")
-    knobs, edf, importance, convergence = st.tabs(["accuracy vs knobs", "error EDF", "parameter importances", "convergence"])
+    knobs, edf, importance, convergence = st.tabs(["quality vs knobs", "error EDF", "parameter importances", "convergence"])
     with knobs:
-        show_figure(figures.knob_figure(studies), "accuracy_vs_knobs", "knobs")
+        show_figure(figures.knob_figure(studies), "quality_vs_knobs", "knobs")
     with edf:
-        show_figure(figures.edf_figure(studies), "error_edf", "edf")
+        trained = [d for d in studies if d.quality == "accuracy"]
+        if trained:
+            show_figure(figures.edf_figure(trained), "error_edf", "edf")
+        else:
+            st.info("The error EDF needs trained accuracy; these studies were scored by a zero-cost proxy "
+                    "(run `nas search --evaluator proxy`).")
     with importance:
         for data in studies:
             values, message = actions.param_importances(data.study)
             if values is None:
                 st.info(f"{data.name}: {message}")
             else:
-                show_figure(figures.importance_figure(values, f"Parameter importances for accuracy: {data.name}"),
+                show_figure(figures.importance_figure(values, f"Parameter importances for {data.quality}: {data.name}"),
                             f"importances_{data.name}", f"importance-{data.name}")
     with convergence:
         budgets = [d.budget_mflops for d in studies]
         limits = {"mflops": max(budgets)} if budgets and all(b is not None for b in budgets) else None
         records = [r for d in studies for r in d.records]
-        reference = reference_point(records, ("accuracy", "mflops"), limits=limits)  # type: ignore[arg-type]
+        reference = reference_point(records, (studies[0].quality, "mflops"), limits=limits)  # type: ignore[arg-type]
         show_figure(figures.hypervolume_figure(studies, reference), "hypervolume", "hypervolume")

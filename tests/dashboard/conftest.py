@@ -1,8 +1,9 @@
-"""Study storages for the dashboard tests: one made by a real `nas search`, others by Optuna.
+"""Study storages for the dashboard tests.
 
-The search study is the main fixture. Until `nas search` exists in this checkout the fixture
-writes an equivalent study directly with Optuna (real SQLite, same attribute contract) and says
-so in its name, so the tests stay meaningful either way.
+The main ones come from the real `nas search` (a zero-cost study, and a tiny proxy-trained one
+for accuracy and learning curves); the edge cases a search does not produce on demand (an
+empty study, latency, infeasible trials that still have an accuracy) are written directly with
+Optuna following nas/records.py.
 """
 
 from __future__ import annotations
@@ -21,33 +22,32 @@ from .studies import make_empty_study, make_study
 class Storage:
     path: Path
     study: str
-    source: str  # "nas search" or "optuna fixture"
 
 
-def _has_search_command() -> bool:
-    done = run_nas("--help", timeout=120)
-    return done.returncode == 0 and " search " in done.stdout
+def _search(path: Path, study: str, *args: str) -> Storage:
+    done = run_nas("search", "--budget", "40M", "--storage", str(path), "--study", study, "--seed", "0", *args, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Storage(path, study)
 
 
 @pytest.fixture(scope="session")
 def search_storage(tmp_path_factory: pytest.TempPathFactory) -> Storage:
-    """A tiny real search: 4 zero-cost trials under 40M, plus a proxy-trained one for curves."""
-    folder = tmp_path_factory.mktemp("search")
-    path = folder / "runs.db"
-    if _has_search_command():
-        done = run_nas("search", "--budget", "40M", "--n-trials", "4", "--storage", str(path), "--study", "tiny",
-                       "--seed", "0", "--evaluator", "zero-cost", timeout=900)
-        assert done.returncode == 0, done.stderr
-        return Storage(path, "tiny", "nas search")
-    make_study(path, "tiny", n_trials=8, budget_mflops=40.0, presets=("shufflenet_v1_0.5x_g3",))
-    return Storage(path, "tiny", "optuna fixture")
+    """A tiny real zero-cost search under 40M: the paper's four 0.5x presets, then 2 searched trials."""
+    return _search(tmp_path_factory.mktemp("search") / "runs.db", "tiny", "--n-trials", "6", "--evaluator", "zero-cost")
+
+
+@pytest.fixture(scope="session")
+def proxy_storage(tmp_path_factory: pytest.TempPathFactory) -> Storage:
+    """A tiny real proxy-trained search (accuracy and a 2-epoch learning curve per trial)."""
+    return _search(tmp_path_factory.mktemp("proxy") / "runs.db", "proxy", "--n-trials", "2", "--evaluator", "proxy",
+                   "--epochs", "2", "--train-size", "256", "--val-size", "128")
 
 
 @pytest.fixture(scope="session")
 def edge_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Edge cases in one file: a study with latency, an empty study, and a plain one with presets."""
+    """Edge cases in one file: presets + infeasible + untrained trials, latency, an empty study."""
     path = tmp_path_factory.mktemp("edge") / "edge.db"
-    make_study(path, "with_presets", n_trials=6, budget_mflops=140.0, presets=("shufflenet_v1_1.0x_g3",))
+    make_study(path, "with_presets", n_trials=6, budget_mflops=140.0, presets=("shufflenet_v1_1.0x_g3",), skipped=2)
     make_study(path, "with_latency", n_trials=4, budget_mflops=140.0, latency=True, seed=1)
     make_empty_study(path, "empty")
     return path

@@ -21,6 +21,7 @@ def make_study(
     latency: bool = False,
     presets: tuple[str, ...] = (),
     seed: int = 0,
+    skipped: int = 0,
 ) -> None:
     """A multi-objective study [accuracy, mflops]: trials over (groups, width), some over budget."""
     import optuna
@@ -61,6 +62,19 @@ def make_study(
         return store(trial, ShuffleNetConfig.from_width(groups=groups, width=width))
 
     study.optimize(objective, n_trials=n_trials)
+    for width in (2.0, 3.0)[:skipped]:
+        # As `nas search` stores a trial over budget: complete, values [0, mflops], not trained.
+        config = ShuffleNetConfig.from_width(groups=8, width=width)
+        cost = complexity(config)
+        study.add_trial(optuna.trial.create_trial(
+            params={"groups": 8, "width": 1.5},
+            distributions={"groups": optuna.distributions.CategoricalDistribution([1, 2, 3, 4, 8]),
+                           "width": optuna.distributions.FloatDistribution(0.25, 1.5)},
+            values=[0.0, cost.mflops],
+            user_attrs={R.CONFIG: config.to_dict(), R.MACS: cost.macs, R.PARAMS: cost.params,
+                        "skipped": "over budget: not trained"},
+            constraints={"flops": cost.mflops - budget_mflops},
+        ))
     for preset_name in presets:
         from shufflenet_core import get_preset
 

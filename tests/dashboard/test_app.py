@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import actions
 from dashboard.data import STORAGE_ENV, load_study_data
-from dashboard.figures import search_front
+from dashboard.figures import study_front
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
@@ -38,14 +38,23 @@ def test_search_study_page(monkeypatch, search_storage):
     assert app.multiselect(key="studies").value == [search_storage.study]
     data = load_study_data(str(search_storage.path), search_storage.study)
     (front,) = _front_traces(_chart(app, "pareto"))
-    assert [tuple(c) for c in front["customdata"]] == [(data.name, r.number) for r in search_front(data)]
+    assert [tuple(c) for c in front["customdata"]] == [(data.name, r.number) for r in study_front(data)]
     assert len(front["x"]) >= 1
     # Budget line at the study's own budget (40M).
     assert any(shape["x0"] == pytest.approx(data.budget_mflops) for shape in _chart(app, "pareto")["layout"]["shapes"])
     # Every figure has an HTML download.
-    for key in ("pareto", "knobs", "edf", "hypervolume"):
-        assert app.get("download_button") and any(b.proto.label == "HTML" for b in app.get("download_button"))
+    html_buttons = {b.key for b in app.get("download_button") if b.proto.label == "HTML"}
+    for key in ("pareto", "knobs", "hypervolume", f"importance-{data.name}"):
         _chart(app, key)
+        assert f"{key}-html" in html_buttons
+    # Zero-cost scores are not errors: the EDF view says so instead of drawing nonsense.
+    assert any("error EDF needs trained accuracy" in i.value for i in app.info)
+    # The convergence curve ends at the hypervolume of the front the package computes.
+    from nas.analysis import hypervolume, reference_point
+
+    reference = reference_point(data.records, ("score", "mflops"), limits={"mflops": data.budget_mflops})
+    expected = hypervolume([[r.attrs["score"], r.mflops] for r in study_front(data)], reference, ["maximize", "minimize"])
+    assert _chart(app, "hypervolume")["data"][0]["y"][-1] == pytest.approx(expected)
 
 
 def test_trial_detail_and_export_command(monkeypatch, search_storage):
@@ -63,7 +72,7 @@ def test_trial_detail_and_export_command(monkeypatch, search_storage):
     assert f"{expected} --train-epochs 3" in [c.value for c in app.code]
     config = app.json[0].value
     assert json.loads(config)["groups"] == trial.config.groups
-    assert app.metric[0].value == f"{100 * trial.accuracy:.2f}%"
+    assert app.metric[0].label == "score" and app.metric[0].value == f"{trial.attrs['score']:.4g}"
 
 
 def test_several_studies_side_by_side(monkeypatch, edge_storage):
@@ -117,12 +126,27 @@ def test_storage_problems_give_a_message(monkeypatch, tmp_path, problem):
         assert path.read_bytes().startswith(b"\x00garbage")  # nothing stored was touched
 
 
+def test_proxy_study_learning_curve_and_edf(monkeypatch, proxy_storage):
+    app = _run(monkeypatch, proxy_storage.path)
+    assert not app.error
+    data = load_study_data(str(proxy_storage.path), proxy_storage.study)
+    assert data.quality == "accuracy"
+    shown = app.selectbox(key="detail_trial").value
+    record = next(r for r in data.records if r.number == shown)
+    curve = _chart(app, "learning_curve")["data"][0]
+    assert len(record.learning_curve) == 2
+    assert curve["y"] == pytest.approx([100 * v for v in record.learning_curve])
+    edf = _chart(app, "edf")["data"]
+    searched = [r for r in data.completed if not r.preset]
+    assert sum(len(t["x"]) for t in edf) == len(searched)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not actions.export_available(), reason="nas export is not in this checkout yet")
 def test_export_button_runs_nas_export(monkeypatch, tmp_path, search_storage):
     app = _run(monkeypatch, search_storage.path)
     data = load_study_data(str(search_storage.path), search_storage.study)
-    trial = search_front(data)[-1]
+    trial = study_front(data)[-1]
     app.selectbox(key="detail_trial").set_value(trial.number).run()
     out = tmp_path / "exported"
     app.text_input(key=f"out-{data.name}-{trial.number}").set_value(str(out)).run()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from dashboard.data import load_study_data
-from dashboard.figures import search_front
+from dashboard.figures import study_front
+from nas.analysis import quality_of
+from nas.records import TrialRecord
 from tests.conftest import REPO_ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -26,15 +30,18 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/system-deps.sh)"),
 ]
 
-# The plotly graph div holding the Pareto front, and its front trace's index among scatter traces.
+# The plotly graph div holding the Pareto front; its traces on the main axes (a strip below may
+# hold untrained trials on a second y axis) are drawn, in order, in the ".subplot.xy" layer.
 _FRONT_JS = """() => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   const gd = plots.find(g => (g.data || []).some(t => t.meta && t.meta.role === 'front'));
   if (!gd) return null;
-  const index = gd.data.findIndex(t => t.meta && t.meta.role === 'front');
-  const traces = gd.querySelectorAll('.scatterlayer .trace');
+  const main = gd.data.filter(t => !t.yaxis || t.yaxis === 'y');
+  const index = main.findIndex(t => t.meta && t.meta.role === 'front');
+  const traces = gd.querySelectorAll('.subplot.xy .scatterlayer .trace');
   const points = [...traces[index].querySelectorAll('.point')];
-  return {drawn: points.length, numbers: gd.data[index].customdata.map(c => c[1]), traces: traces.length};
+  const all = main.flatMap((t, i) => (t.customdata || []).map((c, j) => [i, j, c[1]]));
+  return {drawn: points.length, numbers: main[index].customdata.map(c => c[1]), traces: traces.length, all: all};
 }"""
 
 
@@ -58,11 +65,12 @@ def _wait_until_up(port: int, server: subprocess.Popen, timeout: float = 120) ->
     raise AssertionError("nas dashboard did not answer in time")
 
 
-@pytest.fixture
-def dashboard_server(search_storage):
+@contextlib.contextmanager
+def _serve(storage: Path):
+    """`nas dashboard` on a free loopback port, stopped (SIGTERM) afterwards."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "nas.cli", "dashboard", "--storage", str(search_storage.path), "--port", str(port)],
+        [sys.executable, "-m", "nas.cli", "dashboard", "--storage", str(storage), "--port", str(port)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -78,13 +86,23 @@ def dashboard_server(search_storage):
             server.wait()
 
 
+@pytest.fixture
+def dashboard_server(search_storage):
+    with _serve(search_storage.path) as url:
+        yield url
+
+
+def _launch(playwright):  # noqa: ANN001, ANN202
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
 def test_dashboard_in_chromium(dashboard_server, search_storage, artifacts_dir):
     from playwright.sync_api import sync_playwright
 
     data = load_study_data(str(search_storage.path), search_storage.study)
-    expected = search_front(data)
+    expected = study_front(data)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = _launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(dashboard_server)
@@ -97,11 +115,8 @@ def test_dashboard_in_chromium(dashboard_server, search_storage, artifacts_dir):
             # Clicking a point opens that trial in the detail section (which starts on the front's
             # most accurate trial, so click another one).
             opened_first = expected[-1].number
-            candidates = page.evaluate("""() => { const gd = [...document.querySelectorAll('.js-plotly-plot')]
-                .find(g => (g.data || []).some(t => t.meta && t.meta.role === 'front'));
-                return gd.data.flatMap((t, i) => (t.customdata || []).map((c, j) => [i, j, c[1]])); }""")
-            trace, position, number = next(c for c in candidates if c[2] != opened_first)
-            point = page.locator(".js-plotly-plot .scatterlayer .trace").nth(trace).locator(".point").nth(position)
+            trace, position, number = next(c for c in front["all"] if c[2] != opened_first)
+            point = page.locator(".js-plotly-plot .subplot.xy .scatterlayer .trace").nth(trace).locator(".point").nth(position)
             box = point.bounding_box()
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             target = next(r for r in data.records if r.number == number)
@@ -115,3 +130,35 @@ def test_dashboard_in_chromium(dashboard_server, search_storage, artifacts_dir):
         finally:
             browser.close()
     assert (artifacts_dir / "dashboard.png").stat().st_size > 20_000
+
+
+def _add_trial(storage: Path, study_name: str, template: TrialRecord) -> None:
+    """What a running search does: one more completed trial, written by another process's storage handle."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{storage}")
+    study.add_trial(optuna.trial.create_trial(
+        values=[quality_of(template), template.mflops], user_attrs=dict(template.attrs), constraints={"flops": -1.0},
+    ))
+
+
+def test_refresh_follows_a_running_search(search_storage, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    storage = tmp_path / "running.db"
+    shutil.copy(search_storage.path, storage)
+    data = load_study_data(str(storage), search_storage.study)
+    total = len(data.records)
+    complete = len(data.completed)
+    with _serve(storage) as url, sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector(f"text={complete} of {total} trials complete", timeout=90_000)
+            page.get_by_text("refresh while a search runs").click()
+            page.wait_for_timeout(500)
+            _add_trial(storage, data.name, data.completed[0])
+            page.wait_for_selector(f"text={complete + 1} of {total + 1} trials complete", timeout=60_000)
+        finally:
+            browser.close()

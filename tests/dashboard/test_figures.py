@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
 
 from dashboard import actions, figures
 from dashboard.data import LoadError, device_name, list_studies, load_study_data
-from nas.analysis import front_records, hypervolume, filter_records, reference_point
+from nas.analysis import front_records, hypervolume, reference_point
 
 
 def _traces(figure, role):
@@ -18,7 +19,7 @@ def _traces(figure, role):
 def test_pareto_figure_draws_the_package_front(edge_storage):
     data = load_study_data(str(edge_storage), "with_presets")
     figure = figures.pareto_figure([data])
-    expected = front_records(filter_records(data.records, include_presets=False))
+    expected = front_records(data.records)
     (front,) = _traces(figure, "front")
     assert [list(c) for c in front.customdata] == [[data.name, r.number] for r in expected]
     assert list(front.x) == pytest.approx([r.mflops for r in expected])
@@ -26,11 +27,31 @@ def test_pareto_figure_draws_the_package_front(edge_storage):
     (presets,) = _traces(figure, "presets")
     assert list(presets.text) == ["1.0x_g3"]
     drawn = sum(len(t.x) for t in figure.data)
-    assert drawn == len(data.completed) + len(expected)  # every trial once, the front again on top
+    # Every trial once, the front again on top; untrained over-budget trials on their strip.
+    assert drawn == len(data.completed) + len(expected) + len(data.untrained)
+    (untrained,) = _traces(figure, "untrained")
+    assert len(untrained.x) == len(data.untrained) == 2 and untrained.yaxis == "y2"
+    assert figure.layout.xaxis.anchor == "y2" and "over budget: not trained" in untrained.hovertext[0]
     infeasible = _traces(figure, "infeasible")
     assert sum(len(t.x) for t in infeasible) == sum(not r.feasible for r in data.completed if not r.preset)
     # Hover text carries the config.
     assert "channels" in front.hovertext[0] and "g=" in front.hovertext[0]
+
+
+def test_zero_cost_study_is_drawn_by_its_score(search_storage):
+    data = load_study_data(str(search_storage.path), search_storage.study)
+    assert data.quality == "score" and data.info.objectives[0] == "synflow"
+    figure = figures.pareto_figure([data])
+    assert figure.layout.yaxis.title.text == "synflow (zero-cost score)"
+    (front,) = _traces(figure, "front")
+    expected = front_records(data.records, ("score", "mflops"))
+    assert expected and [c[1] for c in front.customdata] == [r.number for r in expected]
+    assert list(front.y) == pytest.approx([r.attrs["score"] for r in expected])
+    (presets,) = _traces(figure, "presets")
+    assert sorted(presets.text) == ["0.5x_g1", "0.5x_g2", "0.5x_g3", "0.5x_g4"]
+    with pytest.raises(ValueError, match="scored differently"):
+        trained = dataclasses.replace(data, info=dataclasses.replace(data.info, objectives=("accuracy", "mflops")))
+        figures.pareto_figure([data, trained])
 
 
 def test_pareto_figure_budget_lines(edge_storage):
@@ -40,7 +61,7 @@ def test_pareto_figure_budget_lines(edge_storage):
     assert 140.0 in lines  # the study's own budget (and the paper's 1x level)
     labels = [a.text for a in figure.layout.annotations]
     assert any("with_presets budget 140M" in text for text in labels)
-    shown = [r.mflops for r in data.completed]
+    shown = [r.mflops for r in data.completed + data.untrained]
     for paper in (40.0, 524.0):
         assert (paper in lines) == (min(shown) / 1.5 <= paper <= max(shown) * 1.5)
 
@@ -92,7 +113,7 @@ def test_learning_curve_and_importances(edge_storage):
     assert sum(values.values()) == pytest.approx(1.0)
     empty = load_study_data(str(edge_storage), "empty")
     values, message = actions.param_importances(empty.study)
-    assert values is None and "at least 2 completed trials" in message
+    assert values is None and "at least 2 evaluated trials" in message
 
 
 def test_load_errors_are_messages(tmp_path, edge_storage):
