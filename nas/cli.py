@@ -41,10 +41,12 @@ def _root(
 
 def _register() -> None:
     """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
-    from .commands import dashboard, export, presets, search
+    from .commands import dashboard, export, presets, proxy_check, runs, search
 
     presets.register(app)
     search.register(app)
+    proxy_check.register(app)
+    runs.register(app)
     export.register(app)
     dashboard.register(app)
 

@@ -2,7 +2,8 @@
 
 The recipe follows ../shared/PROXY.md, which trained stably here: SGD with Nesterov momentum
 0.9, lr 0.1, linear warm-up over the first 20% of steps then cosine decay, weight decay 4e-5,
-and the last BN scale of each unit initialised to zero (without it, 1.0x g8 diverged).
+and the last BN scale of each residual (stride-1) unit initialised to zero (without it, 1.0x g8
+diverged).
 Batches are drawn by indexing tensors: there is no per-sample Python on the hot path.
 """
 
@@ -133,8 +134,10 @@ def proxy_config(config: ShuffleNetConfig, data: PreparedData) -> ShuffleNetConf
 
 
 def _zero_init_last_bn(model: nn.Module) -> None:
+    """Residual units start as identities. Not stride-2 units: their branch passes a ReLU of
+    its own, whose gradient at exactly zero is zero, so a zero scale would never train."""
     for module in model.modules():
-        if isinstance(module, ShuffleUnit):
+        if isinstance(module, ShuffleUnit) and module.stride == 1:
             nn.init.zeros_(module.bn3.weight)
 
 
