@@ -49,6 +49,9 @@ def _register() -> None:
     runs.register(app)
     export.register(app)
     dashboard.register(app)
+    from .commands import latency
+
+    latency.register(app)
 
 
 _register()

@@ -1,0 +1,194 @@
+"""``nas latency``: probe a device, measure a config on it, build and validate a lookup table.
+
+Devices: ``local``, ``ssh://[user@]host[:port]`` (or an ssh config alias), ``adb[:serial]``.
+Every device fault ends as one line ``nas: error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from nas.errors import UserError
+
+latency_app = typer.Typer(help="On-device latency: measure, lookup tables, validation.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(latency_app, name="latency")
+
+
+DEVICE = typer.Option(..., "--device", "-d", help="local, ssh://[user@]host[:port] (or an ssh alias), adb[:serial].")
+THREADS = typer.Option(1, "--threads", min=1, help="Intra-op threads on the device.")
+RUNS = typer.Option(50, "--runs", min=1, help="Timed runs per model.")
+WARMUP = typer.Option(10, "--warmup", min=0, help="Untimed warm-up runs per model.")
+CLOCK = typer.Option("auto", "--clock", help="auto (CPU time of the one runner thread when --threads 1, else "
+                     "wall), wall or cpu.")
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="SSH: known_hosts file to verify the host key against.")
+IDENTITY = typer.Option(None, "--identity-file", "-i", help="SSH: private key to log in with.")
+SSH_CONFIG = typer.Option(None, "--ssh-config", help="SSH: an ssh_config file instead of ~/.ssh/config.")
+ACCEPT_NEW = typer.Option(False, "--accept-new-host-key", help="SSH: trust and record a host key seen for the "
+                          "first time (never a changed one).")
+REMOTE_PYTHON = typer.Option(None, "--remote-python", help="SSH: the device's Python with onnxruntime "
+                             "(default python3; e.g. ~/venv/bin/python).")
+BENCHMARK = typer.Option(None, "--benchmark-binary", help="adb: path ON the phone of onnxruntime_perf_test.")
+TIMEOUT = typer.Option(600.0, "--timeout", min=1.0, help="Seconds to wait for the device per call.")
+
+
+def _device(spec: str, known_hosts: Optional[Path], identity: Optional[Path], ssh_config: Optional[Path],
+            accept_new: bool, remote_python: Optional[str], benchmark: Optional[str]):
+    from nas.latency import open_device
+
+    return open_device(spec, known_hosts=known_hosts, identity_file=identity, ssh_config=ssh_config,
+                       accept_new_host_key=accept_new or None, remote_python=remote_python,
+                       benchmark_binary=benchmark)
+
+
+def _settings(threads: int, runs: int, warmup: int, clock: str, timeout: float, rounds: int = 1):
+    from nas.latency import RunSettings
+
+    return RunSettings(threads=threads, runs=runs, warmup=warmup, clock=clock, timeout_s=timeout, rounds=rounds)
+
+
+def _load_config(preset: Optional[str], config_file: Optional[Path]):
+    from shufflenet_core import ShuffleNetConfig, get_preset
+
+    if (preset is None) == (config_file is None):
+        raise UserError("give exactly one of --preset NAME or --config FILE")
+    if preset is not None:
+        try:
+            found = get_preset(preset)
+            return getattr(found, "config", found)
+        except (KeyError, ValueError) as error:
+            raise UserError(str(error).strip("'\"")) from None
+    try:
+        text = Path(config_file).read_text()  # type: ignore[arg-type]
+    except OSError as error:
+        raise UserError(f"cannot read config {config_file}: {error.strerror}") from None
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
+            data = data["config"]  # a trial record or model card that wraps the config
+        return ShuffleNetConfig.from_dict(data)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{config_file}: {error}") from None
+
+
+@latency_app.command("probe")
+def probe(
+    device: str = DEVICE, known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
+    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the device's architecture, CPU, cores and runtime; fail if the runtime is missing."""
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    info = target.probe()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:>14}: {value}")
+    target.require_runtime()
+
+
+@latency_app.command("measure")
+def measure(
+    device: str = DEVICE,
+    preset: Optional[str] = typer.Option(None, "--preset", help="A preset name (see 'nas presets')."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A config JSON file."),
+    threads: int = THREADS, runs: int = RUNS, warmup: int = WARMUP, clock: str = CLOCK, timeout: float = TIMEOUT,
+    cache_path: Optional[Path] = typer.Option(None, "--cache", help="Latency cache file "
+                                              "(default ~/.cache/shufflenas/latency.json)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Measure again even if a result is cached."),
+    known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
+    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Export a config to ONNX (batch 1, deployment resolution) and time it on the device."""
+    from nas.latency import LatencyCache, measure_config
+
+    network = _load_config(preset, config)
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    settings = _settings(threads, runs, warmup, clock, timeout)
+    cache = None if no_cache else LatencyCache(cache_path)
+    result = measure_config(target, network, settings, cache=cache)
+    payload: dict[str, Any] = {"config": network.short_name, **result.to_dict(), "clock": settings.effective_clock,
+                               "warmup": warmup}
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    info = result.device
+    typer.echo(f"{network.short_name} on {device} ({info.get('arch')}, {info.get('cpu_model')}, "
+               f"onnxruntime {info.get('onnxruntime')}, {threads} thread(s)){' [cached]' if result.cached else ''}")
+    typer.echo(f"median {result.median_ms:.3f} ms  p10 {result.p10_ms:.3f}  p90 {result.p90_ms:.3f}  "
+               f"spread {100 * result.spread:.1f}%  ({result.runs} runs, {settings.effective_clock} clock)")
+
+
+@latency_app.command("build-lut")
+def build_lut(
+    device: str = DEVICE,
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the lookup table JSON."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Design space file (default: groups 1-8 x widths)."),
+    calibration: int = typer.Option(16, "--calibration", min=1, help="Whole networks measured to fit the overhead."),
+    threads: int = THREADS, runs: int = RUNS, warmup: int = WARMUP, clock: str = CLOCK, timeout: float = TIMEOUT,
+    seed: int = typer.Option(0, "--seed"),
+    known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
+    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+) -> None:
+    """Time every unit shape of the space (plus stem and head) on the device; save the table."""
+    from nas.latency.lut import build_lut as build, sample_distinct
+    from nas.latency.space import load_config_space
+
+    config_space = load_config_space(space)
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    settings = _settings(threads, runs, warmup, clock, timeout, rounds=5)
+    calibration_configs = sample_distinct(config_space.sample, calibration, seed=seed + 1)
+    lut = build(target, config_space.covering(), calibration_configs, settings=settings, space_name=config_space.name,
+                progress=lambda message: typer.echo(message, err=True))
+    lut.save(out)
+    typer.echo(f"wrote {out}: {len(lut.entries)} entries for {device} ({lut.device.get('arch')}, "
+               f"{lut.device.get('cpu_model')}); overhead {lut.describe_overhead()}")
+
+
+@latency_app.command("validate")
+def validate(
+    device: str = DEVICE,
+    lut_path: Path = typer.Option(..., "--lut", help="A table from 'nas latency build-lut'."),
+    n: int = typer.Option(50, "--n", min=1, help="Random configs to measure."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Design space file to sample from."),
+    tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, help="Relative error counted as a hit."),
+    seed: int = typer.Option(1000, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the table's."),
+    runs: int = RUNS, warmup: int = WARMUP, clock: Optional[str] = typer.Option(None, "--clock"),
+    timeout: float = TIMEOUT,
+    known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
+    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Measure random configs and print the share the table predicts within the tolerance."""
+    from nas.latency.lut import LatencyLUT, sample_distinct, validate_lut
+    from nas.latency.space import load_config_space
+
+    lut = LatencyLUT.load(lut_path)
+    config_space = load_config_space(space)
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    settings = _settings(threads or int(lut.settings.get("threads", 1)), runs, warmup,
+                         clock or str(lut.settings.get("clock", "auto")), timeout, rounds=5)
+    configs = sample_distinct(config_space.sample, n, seed=seed)
+    report = validate_lut(target, lut, configs, settings=settings, tolerance=tolerance)
+    summary = report.to_dict()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for row in report.rows:
+        typer.echo(f"{row['config']:<40} measured {row['measured_ms']:8.3f} ms  predicted {row['predicted_ms']:8.3f} ms"
+                   f"  {100 * row['error']:+6.1f}%")
+    typer.echo(f"{100 * report.within_share:.1f}% of {len(report.rows)} configs predicted within "
+               f"+-{100 * tolerance:g}% (median |error| {100 * summary['median_abs_error']:.1f}%)")

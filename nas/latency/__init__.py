@@ -1,0 +1,36 @@
+"""On-device latency: devices (local, SSH, adb), measurement, lookup tables, budgets.
+
+For the search::
+
+    from nas.latency import LatencyEvaluator, open_device, parse_latency
+    evaluator = LatencyEvaluator(open_device("ssh://pi@board"), lut=None, threads=1)
+    result = evaluator.latency(config)   # LatencyResult(median_ms, p10_ms, p90_ms, source, device)
+    budget_ms = parse_latency("30ms")
+
+Device faults raise :class:`DeviceError` (a ``UserError``) with a one-line reason.
+"""
+
+from __future__ import annotations
+
+from .budget import parse_latency
+from .cache import LatencyCache
+from .devices import Device, DeviceError, RunSettings, Timing, open_device, summarize
+from .evaluator import LatencyEvaluator, LatencyResult
+from .lut import LatencyLUT
+from .measure import Measurement, measure_config
+
+__all__ = [
+    "Device",
+    "DeviceError",
+    "LatencyCache",
+    "LatencyEvaluator",
+    "LatencyLUT",
+    "LatencyResult",
+    "Measurement",
+    "RunSettings",
+    "Timing",
+    "measure_config",
+    "open_device",
+    "parse_latency",
+    "summarize",
+]

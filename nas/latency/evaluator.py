@@ -1,0 +1,74 @@
+"""What the search calls: a config's latency on a device, predicted from a lookup table when
+one is given (and covers the config), measured on the device otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.errors import UserError
+from shufflenet_core.config import ShuffleNetConfig
+
+from .cache import LatencyCache
+from .devices import Device, DeviceError, RunSettings
+from .lut import LatencyLUT
+from .measure import measure_config
+
+__all__ = ["LatencyEvaluator", "LatencyResult"]
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    source: str
+    """"measured" or "predicted" (from the lookup table)."""
+    device: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "source": self.source,
+                "device": self.device}
+
+
+class LatencyEvaluator:
+    """``LatencyEvaluator(open_device("ssh://pi"), lut=None, threads=1).latency(config)``.
+
+    With a table, a covered config is predicted without touching the device (p10/p90 equal
+    the median: a prediction has no spread); an uncovered one is measured if a device was
+    given. Device faults raise :class:`DeviceError` with a one-line reason.
+    """
+
+    def __init__(
+        self,
+        device: Device | None,
+        lut: LatencyLUT | str | Path | None = None,
+        threads: int = 1,
+        *,
+        runs: int = 50,
+        warmup: int = 10,
+        cache: LatencyCache | None = None,
+    ) -> None:
+        if device is None and lut is None:
+            raise DeviceError("latency needs a device, a lookup table, or both")
+        self.device = device
+        self.lut = LatencyLUT.load(lut) if isinstance(lut, (str, Path)) else lut
+        self.settings = RunSettings(threads=threads, runs=runs, warmup=warmup)
+        self.cache = cache if cache is not None else LatencyCache()
+
+    def device_info(self) -> dict[str, Any]:
+        if self.device is not None:
+            return self.device.probe()
+        return dict(self.lut.device) if self.lut else {}
+
+    def latency(self, config: ShuffleNetConfig) -> LatencyResult:
+        if self.lut is not None and (self.lut.covers(config) or self.device is None):
+            try:
+                predicted = self.lut.predict(config)
+            except UserError as error:  # uncovered and no device to measure on: this trial fails
+                raise DeviceError(str(error)) from None
+            return LatencyResult(predicted, predicted, predicted, "predicted", dict(self.lut.device))
+        assert self.device is not None
+        measured = measure_config(self.device, config, self.settings, cache=self.cache)
+        return LatencyResult(measured.median_ms, measured.p10_ms, measured.p90_ms, "measured", measured.device)

@@ -1,0 +1,264 @@
+"""A per-device latency lookup table: every distinct unit shape (plus stem and head) timed on
+the device; a config's latency is the sum of its entries plus a calibrated overhead.
+
+The overhead is calibrated on whole networks measured in the same session, as a share of
+the sum: ``predicted = sum(entries) * scale + constant_ms`` (``scale`` is the median of
+measured / sum). A unit timed alone finds its weights and input in cache; inside a network
+the other units' weights have evicted them, so networks run 0-30% slower than their parts,
+more so the larger their weights (measured here; see README "On-device latency").
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from nas.errors import UserError
+from shufflenet_core.config import ShuffleNetConfig
+from shufflenet_core.structure import stem_output_size, unit_specs
+
+from .devices import Device, RunSettings
+from .measure import export_config, export_module
+
+__all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "ValidationReport", "LUT_FORMAT"]
+
+LUT_FORMAT = "shufflenas-latency-lut"
+LUT_VERSION = 1
+
+
+def _unit_key(spec: Any) -> str:
+    return "unit:" + "-".join(str(value) for value in spec.shape_key())
+
+
+def _stem_key(config: ShuffleNetConfig) -> str:
+    return f"stem:{config.in_channels}-{config.stem_channels}-{config.input_size}"
+
+
+def _head_key(config: ShuffleNetConfig, feature_size: int) -> str:
+    return f"head:{config.stage_out_channels[-1]}-{feature_size}-{config.num_classes}"
+
+
+def component_keys(config: ShuffleNetConfig) -> list[str]:
+    """The table entries a config is made of, in network order (units repeat)."""
+    specs = list(unit_specs(config))
+    feature_size = specs[-1].output_size if specs else stem_output_size(config.input_size)[1]
+    return [_stem_key(config), *(_unit_key(spec) for spec in specs), _head_key(config, feature_size)]
+
+
+@dataclass
+class _Component:
+    key: str
+    module: Any
+    input_size: int
+    in_channels: int
+
+
+def _components(configs: Iterable[ShuffleNetConfig]) -> list[_Component]:
+    """One module per distinct key; a model is built only for configs that add a new key."""
+    import torch
+    from torch import nn
+
+    from shufflenet_core import build_model
+
+    class Head(nn.Module):
+        def __init__(self, pool: nn.Module, classifier: nn.Module) -> None:
+            super().__init__()
+            self.pool, self.classifier = pool, classifier
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(torch.flatten(self.pool(x), 1))
+
+    found: dict[str, _Component] = {}
+    for config in configs:
+        keys = component_keys(config)
+        if all(key in found for key in keys):
+            continue
+        torch.manual_seed(0)
+        model = build_model(config)
+        specs = list(unit_specs(config))
+        units = [unit for stage in model.stages for unit in stage]
+        if keys[0] not in found:
+            found[keys[0]] = _Component(keys[0], model.stem, config.input_size, config.in_channels)
+        for spec, unit, key in zip(specs, units, keys[1:-1]):
+            if key not in found:
+                found[key] = _Component(key, unit, spec.input_size, spec.in_channels)
+        if keys[-1] not in found:
+            size = specs[-1].output_size if specs else stem_output_size(config.input_size)[1]
+            found[keys[-1]] = _Component(keys[-1], Head(model.pool, model.classifier), size,
+                                         config.stage_out_channels[-1])
+    return list(found.values())
+
+
+@dataclass
+class LatencyLUT:
+    device: dict[str, Any]
+    entries: dict[str, float]
+    settings: dict[str, Any]
+    scale: float = 1.0
+    constant_ms: float = 0.0
+    calibration: list[dict[str, Any]] = field(default_factory=list)
+    space: str = ""
+    created: str = ""
+
+    def missing(self, config: ShuffleNetConfig) -> list[str]:
+        return sorted({key for key in component_keys(config) if key not in self.entries})
+
+    def covers(self, config: ShuffleNetConfig) -> bool:
+        return not self.missing(config)
+
+    def sum_ms(self, config: ShuffleNetConfig) -> float:
+        missing = self.missing(config)
+        if missing:
+            raise UserError(f"the lookup table has no entry for {missing[0]} (+{len(missing) - 1} more) of "
+                            f"{config.short_name}; rebuild it with a --space that contains this config")
+        return sum(self.entries[key] for key in component_keys(config))
+
+    def predict(self, config: ShuffleNetConfig) -> float:
+        """Predicted median latency (ms): sum of entries + calibrated overhead."""
+        return self.sum_ms(config) * self.scale + self.constant_ms
+
+    def describe_overhead(self) -> str:
+        return f"x{self.scale:.3f} {self.constant_ms:+.3f} ms (from {len(self.calibration)} networks)"
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": LUT_FORMAT, "version": LUT_VERSION, "created": self.created, "space": self.space,
+            "device": self.device, "settings": self.settings,
+            "overhead": {"scale": self.scale, "constant_ms": self.constant_ms},
+            "calibration": self.calibration, "entries": dict(sorted(self.entries.items())),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyLUT":
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"lookup table {path} does not exist (make one with 'nas latency build-lut')") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"lookup table {path} is not readable JSON: {error}") from None
+        if not isinstance(data, dict) or data.get("format") != LUT_FORMAT:
+            raise UserError(f"{path} is not a shufflenas latency lookup table")
+        if data.get("version") != LUT_VERSION:
+            raise UserError(f"lookup table {path} has version {data.get('version')}; this shufflenas reads "
+                            f"version {LUT_VERSION} (rebuild it with 'nas latency build-lut')")
+        overhead = data.get("overhead", {})
+        return cls(device=data.get("device", {}), entries={k: float(v) for k, v in data["entries"].items()},
+                   settings=data.get("settings", {}), scale=float(overhead.get("scale", 1.0)),
+                   constant_ms=float(overhead.get("constant_ms", 0)), calibration=data.get("calibration", []),
+                   space=data.get("space", ""), created=data.get("created", ""))
+
+
+def _fit_overhead(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """(scale, constant) from (sum, measured) pairs: the median ratio, robust to outliers.
+
+    Tried on 16 calibration + 50 validation networks here: an additive constant, an affine
+    least-squares fit and a count-of-units term all generalized worse than the median ratio.
+    """
+    ratios = [measured / total for total, measured in points if total > 0]
+    return (statistics.median(ratios) if ratios else 1.0), 0.0
+
+
+def build_lut(
+    device: Device,
+    covering: Iterable[ShuffleNetConfig],
+    calibration_configs: Sequence[ShuffleNetConfig],
+    *,
+    settings: RunSettings = RunSettings(rounds=5),
+    space_name: str = "",
+    progress: Callable[[str], None] = lambda message: None,
+) -> LatencyLUT:
+    """Time every component the covering configs contain, then fit the overhead on whole nets."""
+    info = device.require_runtime()
+    components = _components(covering)
+    progress(f"exporting {len(components)} components and {len(calibration_configs)} calibration networks")
+    with tempfile.TemporaryDirectory(prefix="shufflenas-lut-") as folder:
+        paths = []
+        for index, component in enumerate(components):
+            path = Path(folder) / f"c{index:05d}.onnx"
+            paths.append(export_module(component.module, path, input_size=component.input_size,
+                                       in_channels=component.in_channels))
+        calibration_paths = [export_config(config, Path(folder) / f"n{index:03d}.onnx")
+                             for index, config in enumerate(calibration_configs)]
+        progress(f"timing them on {device.spec}")
+        timings = device.measure(paths + calibration_paths, settings)
+    entries = {component.key: timing.stats.median_ms for component, timing in zip(components, timings)}
+    lut = LatencyLUT(device=info, entries=entries, settings=_settings_dict(settings), space=space_name,
+                     created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    points = []
+    for config, timing in zip(calibration_configs, timings[len(components):]):
+        keys = component_keys(config)
+        points.append((lut.sum_ms(config), timing.stats.median_ms))
+        lut.calibration.append({"config": config.to_dict(), "measured_ms": timing.stats.median_ms,
+                                "sum_ms": points[-1][0], "components": len(keys)})
+    if points:
+        lut.scale, lut.constant_ms = _fit_overhead(points)
+    return lut
+
+
+def _settings_dict(settings: RunSettings) -> dict[str, Any]:
+    return {"threads": settings.threads, "warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds,
+            "clock": settings.effective_clock}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    tolerance: float
+    rows: list[dict[str, Any]]
+
+    @property
+    def within_share(self) -> float:
+        hits = sum(1 for row in self.rows if abs(row["error"]) <= self.tolerance)
+        return hits / len(self.rows) if self.rows else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        errors = [abs(row["error"]) for row in self.rows]
+        return {"n": len(self.rows), "tolerance": self.tolerance, "within_share": self.within_share,
+                "median_abs_error": statistics.median(errors) if errors else None,
+                "max_abs_error": max(errors) if errors else None, "rows": self.rows}
+
+
+def validate_lut(
+    device: Device,
+    lut: LatencyLUT,
+    configs: Sequence[ShuffleNetConfig],
+    *,
+    settings: RunSettings = RunSettings(rounds=5),
+    tolerance: float = 0.10,
+) -> ValidationReport:
+    """Measure ``configs`` (one session, interleaved rounds) and compare with the table."""
+    for config in configs:
+        lut.sum_ms(config)  # fail before measuring anything if the table cannot predict one
+    with tempfile.TemporaryDirectory(prefix="shufflenas-validate-") as folder:
+        paths = [export_config(config, Path(folder) / f"v{index:03d}.onnx") for index, config in enumerate(configs)]
+        timings = device.measure(paths, settings)
+    rows = []
+    for config, timing in zip(configs, timings):
+        measured, predicted = timing.stats.median_ms, lut.predict(config)
+        rows.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,
+                     "error": (predicted - measured) / measured})
+    return ValidationReport(tolerance, rows)
+
+
+def sample_distinct(sample: Callable[[random.Random], ShuffleNetConfig], count: int, seed: int) -> list[ShuffleNetConfig]:
+    """``count`` random configs, distinct where the space allows (bounded attempts)."""
+    rng = random.Random(seed)
+    chosen: dict[str, ShuffleNetConfig] = {}
+    for _ in range(count * 20):
+        config = sample(rng)
+        chosen.setdefault(config.to_json(), config)
+        if len(chosen) == count:
+            break
+    return list(chosen.values())

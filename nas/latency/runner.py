@@ -1,0 +1,174 @@
+"""The script that runs ON the device: probe it, or time ONNX models with ONNX Runtime.
+
+Self-contained on purpose (standard library + numpy + onnxruntime only, Python >= 3.7): it is
+uploaded as one file next to the models and run by the device's own ``python3``. It prints one
+JSON object on stdout; a missing runtime is a JSON error with exit code 3, so the host can say
+how to install it instead of showing a traceback.
+
+    python3 runner.py probe
+    python3 runner.py measure [--threads 1] [--warmup 10] [--runs 50] [--rounds 1]
+                              [--clock wall|cpu]
+                              [--outputs] [--input X.npy] MODEL.onnx [MODEL.onnx ...]
+
+``--clock cpu`` times each run by the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID):
+with one intra-op thread ONNX Runtime computes on that thread, so this equals wall time on an
+idle device and leaves out the time a busy, shared machine gives to other processes.
+``--rounds R`` splits the runs of several models into R interleaved rounds, so a burst of load
+on a shared machine spreads over all models instead of hitting one.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+MISSING_RUNTIME_EXIT = 3
+
+
+def _cpu_model():
+    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key and key not in fields and value.strip():
+                    fields[key] = value.strip()
+    except OSError:
+        pass
+    for key in ("model name", "hardware", "cpu model", "processor"):
+        if key in fields and not fields[key].isdigit():
+            return fields[key]
+    if "cpu part" in fields:
+        return "ARM implementer %s part %s" % (fields.get("cpu implementer", "?"), fields["cpu part"])
+    return platform.processor() or platform.machine()
+
+
+def _version(module_name):
+    try:
+        module = __import__(module_name)
+    except Exception:  # a broken install is as good as none for us
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def probe():
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {
+        "arch": platform.machine(),
+        "system": platform.system(),
+        "hostname": platform.node(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "python": platform.python_version(),
+        "onnxruntime": _version("onnxruntime"),
+        "numpy": _version("numpy"),
+    }
+
+
+def _session(ort, path, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _input_for(np, session, input_file):
+    meta = session.get_inputs()[0]
+    if input_file:
+        return meta.name, np.load(input_file).astype(np.float32)
+    shape = [dim if isinstance(dim, int) and dim > 0 else 1 for dim in meta.shape]
+    return meta.name, np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _bound_call(ort, np, session, input_name, array):
+    """A run with input and output bound once: no per-run copy of the output into numpy, which
+    for a lone unit with a large feature map would cost more than a network pays for it."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(input_name, array)
+    for output in session.get_outputs():
+        shape = output.shape
+        if all(isinstance(dim, int) and dim > 0 for dim in shape):
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32)
+            binding.bind_ortvalue_output(output.name, value)
+        else:
+            binding.bind_output(output.name, "cpu")
+
+    def call():
+        session.run_with_iobinding(binding)
+
+    return call
+
+
+def measure(args):
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError as error:
+        print(json.dumps({"error": "missing_runtime", "detail": str(error), "probe": probe()}))
+        sys.exit(MISSING_RUNTIME_EXIT)
+    models = []
+    for path in args.models:
+        session = _session(ort, path, args.threads)
+        name, array = _input_for(np, session, args.input)
+        feed = {name: array}
+        call = _bound_call(ort, np, session, name, array)
+        for _ in range(args.warmup):
+            call()
+        models.append({"path": path, "session": session, "feed": feed, "call": call, "times": []})
+    rounds = max(1, min(args.rounds, args.runs))
+    per_round = [args.runs // rounds + (1 if index < args.runs % rounds else 0) for index in range(rounds)]
+    clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
+    for count in per_round:
+        for model in models:
+            call, times = model["call"], model["times"]
+            call()  # re-warm caches after the other models ran
+            for _ in range(count):
+                start = clock()
+                call()
+                times.append((clock() - start) / 1e6)
+    results = []
+    for model in models:
+        entry = {"model": os.path.basename(model["path"]), "times_ms": model["times"]}
+        if args.outputs:
+            output = model["session"].run(None, model["feed"])[0]
+            entry["output_shape"] = list(output.shape)
+            entry["output"] = [float(value) for value in output.reshape(-1)]
+        results.append(entry)
+    return {"results": results, "threads": args.threads, "warmup": args.warmup, "runs": args.runs,
+            "clock": args.clock, "onnxruntime": ort.__version__}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="runner.py")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("probe")
+    timed = commands.add_parser("measure")
+    timed.add_argument("--threads", type=int, default=1)
+    timed.add_argument("--warmup", type=int, default=10)
+    timed.add_argument("--runs", type=int, default=50)
+    timed.add_argument("--rounds", type=int, default=1)
+    timed.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    timed.add_argument("--outputs", action="store_true")
+    timed.add_argument("--input", default=None)
+    timed.add_argument("models", nargs="+")
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        print(json.dumps(probe()))
+    elif args.command == "measure":
+        print(json.dumps(measure(args)))
+    else:
+        parser.error("say 'probe' or 'measure'")
+
+
+if __name__ == "__main__":
+    main()

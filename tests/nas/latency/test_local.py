@@ -1,0 +1,88 @@
+"""The local device, budgets, statistics and the on-disk cache (real ONNX Runtime runs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nas.errors import UserError
+from nas.latency import LatencyCache, RunSettings, measure_config, open_device, parse_latency, summarize
+from nas.latency.cache import cache_key
+
+
+@pytest.mark.parametrize("text, expected", [("30ms", 30.0), ("30", 30.0), ("0.03s", 30.0), ("2.5 ms", 2.5),
+                                            ("500us", 0.5), (12, 12.0)])
+def test_parse_latency(text, expected):
+    assert parse_latency(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "fast", "30 min", "-5ms", "0", "nan", "1e999s"])
+def test_parse_latency_rejects(text):
+    with pytest.raises(UserError):
+        parse_latency(text)
+
+
+def test_summarize_matches_numpy_percentiles():
+    values = list(np.random.default_rng(3).gamma(2.0, 1.5, size=57))
+    stats = summarize(values)
+    assert stats.median_ms == pytest.approx(np.median(values))
+    assert (stats.p10_ms, stats.p90_ms) == pytest.approx(tuple(np.percentile(values, [10, 90])))
+    assert stats.spread == pytest.approx((stats.p90_ms - stats.p10_ms) / stats.median_ms) and stats.runs == 57
+
+
+def test_local_measure_and_cache(tiny_config, tmp_path):
+    device = open_device("local")
+    info = device.probe()
+    assert info["kind"] == "local" and info["cores"] >= 1 and info["onnxruntime"] and info["python"]
+    cache = LatencyCache(tmp_path / "latency.json")
+    first = measure_config(device, tiny_config, RunSettings(runs=50), cache=cache)
+    assert not first.cached and first.runs == 50 and 0 < first.p10_ms <= first.median_ms <= first.p90_ms
+    assert measure_config(device, tiny_config, RunSettings(runs=50), cache=cache).cached
+    assert not measure_config(device, tiny_config, RunSettings(runs=80), cache=cache).cached  # more runs asked
+    wall = measure_config(device, tiny_config, RunSettings(runs=20, threads=2), cache=cache)
+    assert not wall.cached and wall.threads == 2
+    stored = json.loads((tmp_path / "latency.json").read_text())
+    assert stored["format"] == "shufflenas-latency-cache" and len(stored["entries"]) == 2
+
+
+def test_cache_key_separates_device_runtime_threads_and_config(tiny_config):
+    info = {"spec": "local", "arch": "x86_64", "onnxruntime": "1.0"}
+    base = cache_key(info, tiny_config.to_dict(), 1)
+    assert base != cache_key({**info, "onnxruntime": "2.0"}, tiny_config.to_dict(), 1)
+    assert base != cache_key({**info, "spec": "ssh://pi"}, tiny_config.to_dict(), 1)
+    assert base != cache_key(info, tiny_config.to_dict(), 2)
+    assert base != cache_key(info, tiny_config.replace(num_classes=11).to_dict(), 1)
+
+
+def test_damaged_cache_is_set_aside_not_lost(tmp_path):
+    path = tmp_path / "latency.json"
+    path.write_text("{not json")
+    cache = LatencyCache(path)
+    assert cache.get("anything") is None
+    cache.put("k", {"runs": 5, "median_ms": 1.0})
+    assert cache.get("k", min_runs=5)["median_ms"] == 1.0
+    assert [p.name for p in tmp_path.glob("latency.json.damaged-*")]
+
+
+def test_device_specs_and_settings_errors():
+    for spec in ("", "ssh://a b", "adb:bad serial!"):
+        with pytest.raises(UserError):
+            open_device(spec)
+    with pytest.raises(UserError, match="--threads 1"):
+        RunSettings(threads=2, clock="cpu")
+    assert RunSettings(threads=1).effective_clock == "cpu" and RunSettings(threads=4).effective_clock == "wall"
+
+
+def test_cli_measure_local(nas, tmp_path):
+    config = tmp_path / "net.json"
+    config.write_text(json.dumps({"groups": 8, "stage_out_channels": [96, 192, 384], "stage_depths": [1, 2, 1]}))
+    done = nas("latency", "measure", "--device", "local", "--config", str(config), "--runs", "50",
+               "--cache", str(tmp_path / "c.json"))
+    assert done.returncode == 0, done.stderr
+    assert "median" in done.stdout and "p10" in done.stdout and "50 runs" in done.stdout
+    both = nas("latency", "measure", "--device", "local", "--config", str(config), "--preset", "x")
+    assert both.returncode == 2 and "exactly one of" in both.stderr
+    bad = nas("latency", "measure", "--device", "local", "--preset", "shufflenet_v9")
+    assert bad.returncode == 2 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,79 @@
+"""The lookup table on this host: build it for a small space, predict 20 random configs,
+compare with real measurements. The bound (>= 80% within +-10%) survives a noisy shared CI
+machine; the >= 95% figure for the full default space belongs to benchmarks/latency_lut.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nas.latency import DeviceError, LatencyEvaluator, LatencyLUT, RunSettings, open_device
+from nas.latency.lut import build_lut, component_keys, sample_distinct, validate_lut
+from nas.latency.space import default_space
+from shufflenet_core import ShuffleNetConfig
+from shufflenet_core.structure import unit_specs
+
+SMALL_SPACE = default_space(groups=(3, 8), widths=(0.25, 0.5), depth_ranges=((1, 3), (1, 4), (1, 3)))
+
+
+@pytest.fixture(scope="module")
+def local_lut(tmp_path_factory):
+    device = open_device("local")
+    calibration = sample_distinct(SMALL_SPACE.sample, 6, seed=1)
+    lut = build_lut(device, SMALL_SPACE.covering(), calibration, settings=RunSettings(rounds=5),
+                    space_name=SMALL_SPACE.name)
+    path = lut.save(tmp_path_factory.mktemp("lut") / "local.json")
+    return device, path
+
+
+def test_table_covers_every_unit_shape_of_the_space(local_lut):
+    _, path = local_lut
+    lut = LatencyLUT.load(path)
+    shapes = {f"unit:{'-'.join(map(str, spec.shape_key()))}" for config in SMALL_SPACE.covering()
+              for spec in unit_specs(config)}
+    assert shapes <= set(lut.entries) and all(value > 0 for value in lut.entries.values())
+    assert any(key.startswith("stem:") for key in lut.entries) and any(key.startswith("head:") for key in lut.entries)
+    data = json.loads(path.read_text())
+    assert data["format"] == "shufflenas-latency-lut" and data["version"] == 1
+    assert data["device"]["arch"] and data["device"]["onnxruntime"] and len(data["calibration"]) == 6
+    assert 0.5 < data["overhead"]["scale"] < 2.0
+
+
+def test_lut_predicts_random_configs_within_ten_percent(local_lut):
+    device, path = local_lut
+    lut = LatencyLUT.load(path)
+    configs = sample_distinct(SMALL_SPACE.sample, 20, seed=1000)
+    report = validate_lut(device, lut, configs, settings=RunSettings(rounds=5))
+    assert len(report.rows) == 20
+    assert report.within_share >= 0.80, json.dumps(report.to_dict(), indent=1)
+
+
+def test_evaluator_predicts_from_the_table_and_refuses_uncovered_shapes(local_lut):
+    _, path = local_lut
+    lut = LatencyLUT.load(path)
+    evaluator = LatencyEvaluator(None, lut=path)
+    config = ShuffleNetConfig.from_width(8, 0.5, stage_depths=(2, 3, 1))
+    result = evaluator.latency(config)
+    assert result.source == "predicted" and result.median_ms == pytest.approx(lut.predict(config))
+    assert result.device["arch"] == lut.device["arch"]
+    uncovered = ShuffleNetConfig.from_width(2, 1.0)
+    assert not lut.covers(uncovered)
+    with pytest.raises(DeviceError, match="no entry for"):
+        evaluator.latency(uncovered)
+
+
+def test_component_keys_follow_the_network():
+    config = ShuffleNetConfig.from_width(3, 1.0, stage_depths=(4, 8, 4))
+    keys = component_keys(config)
+    assert len(keys) == 1 + 16 + 1 and keys[0].startswith("stem:") and keys[-1].startswith("head:")
+    assert len(set(keys)) == 1 + 6 + 1  # three stride-2 and three stride-1 shapes
+
+
+def test_cli_build_validate_and_bad_table(nas, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    done = nas("latency", "validate", "--device", "local", "--lut", str(bad), "--n", "2")
+    assert done.returncode == 2 and "not a shufflenas latency lookup table" in done.stderr
+    missing = nas("latency", "validate", "--device", "local", "--lut", str(tmp_path / "none.json"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
