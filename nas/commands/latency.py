@@ -53,6 +53,14 @@ def _settings(threads: int, runs: int, warmup: int, clock: str, timeout: float, 
     return RunSettings(threads=threads, runs=runs, warmup=warmup, clock=clock, timeout_s=timeout, rounds=rounds)
 
 
+def _budget(text: Optional[str]) -> Optional[int]:
+    if text is None:
+        return None
+    from nas.budget import parse_budget
+
+    return parse_budget(text)
+
+
 def _load_config(preset: Optional[str], config_file: Optional[Path]):
     from shufflenet_core import ShuffleNetConfig, get_preset
 
@@ -134,7 +142,10 @@ def build_lut(
     device: str = DEVICE,
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the lookup table JSON."),
     space: Optional[Path] = typer.Option(None, "--space", help="Design space file (default: groups 1-8 x widths)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="With --space: the FLOP budget the search will use "
+                                         "(widths are solved for it), e.g. 140M."),
     calibration: int = typer.Option(16, "--calibration", min=1, help="Whole networks measured to fit the overhead."),
+    max_components: int = typer.Option(2000, "--max-components", min=1, help="Refuse spaces with more unit shapes."),
     threads: int = THREADS, runs: int = RUNS, warmup: int = WARMUP, clock: str = CLOCK, timeout: float = TIMEOUT,
     seed: int = typer.Option(0, "--seed"),
     known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
@@ -145,12 +156,12 @@ def build_lut(
     from nas.latency.lut import build_lut as build, sample_distinct
     from nas.latency.space import load_config_space
 
-    config_space = load_config_space(space)
+    config_space = load_config_space(space, _budget(budget))
     target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
     settings = _settings(threads, runs, warmup, clock, timeout, rounds=5)
     calibration_configs = sample_distinct(config_space.sample, calibration, seed=seed + 1)
     lut = build(target, config_space.covering(), calibration_configs, settings=settings, space_name=config_space.name,
-                progress=lambda message: typer.echo(message, err=True))
+                max_components=max_components, progress=lambda message: typer.echo(message, err=True))
     lut.save(out)
     typer.echo(f"wrote {out}: {len(lut.entries)} entries for {device} ({lut.device.get('arch')}, "
                f"{lut.device.get('cpu_model')}); overhead {lut.describe_overhead()}")
@@ -162,6 +173,7 @@ def validate(
     lut_path: Path = typer.Option(..., "--lut", help="A table from 'nas latency build-lut'."),
     n: int = typer.Option(50, "--n", min=1, help="Random configs to measure."),
     space: Optional[Path] = typer.Option(None, "--space", help="Design space file to sample from."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="With --space: the FLOP budget, e.g. 140M."),
     tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, help="Relative error counted as a hit."),
     seed: int = typer.Option(1000, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the table's."),
@@ -177,7 +189,7 @@ def validate(
     from nas.latency.space import load_config_space
 
     lut = LatencyLUT.load(lut_path)
-    config_space = load_config_space(space)
+    config_space = load_config_space(space, _budget(budget))
     target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
     settings = _settings(threads or int(lut.settings.get("threads", 1)), runs, warmup,
                          clock or str(lut.settings.get("clock", "auto")), timeout, rounds=5)

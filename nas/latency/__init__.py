@@ -7,14 +7,16 @@ For the search::
     result = evaluator.latency(config)   # LatencyResult(median_ms, p10_ms, p90_ms, source, device)
     budget_ms = parse_latency("30ms")
 
-Device faults raise :class:`DeviceError` (a ``UserError``) with a one-line reason.
+Device faults raise :class:`DeviceError` (a ``UserError``) with a one-line reason; its
+subclass :class:`DeviceUnavailableError` means no config can be measured (unreachable, refused,
+unknown host key, missing runtime), so a search should stop instead of failing every trial.
 """
 
 from __future__ import annotations
 
 from .budget import parse_latency
 from .cache import LatencyCache
-from .devices import Device, DeviceError, RunSettings, Timing, open_device, summarize
+from .devices import Device, DeviceError, DeviceUnavailableError, RunSettings, Timing, open_device, summarize
 from .evaluator import LatencyEvaluator, LatencyResult
 from .lut import LatencyLUT
 from .measure import Measurement, measure_config
@@ -22,6 +24,7 @@ from .measure import Measurement, measure_config
 __all__ = [
     "Device",
     "DeviceError",
+    "DeviceUnavailableError",
     "LatencyCache",
     "LatencyEvaluator",
     "LatencyLUT",

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-from .devices import Device, DeviceError, RunSettings, Stats, Timing
+from .devices import Device, DeviceError, DeviceUnavailableError, RunSettings, Stats, Timing
 
 __all__ = ["AdbDevice", "parse_perf_test_output"]
 
@@ -64,7 +64,7 @@ class AdbDevice(Device):
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout or self.adb_timeout,
                                   stdin=subprocess.DEVNULL)
         except FileNotFoundError:
-            raise DeviceError("the adb command is not installed here (apt-get install adb, or the Android "
+            raise DeviceUnavailableError("the adb command is not installed here (apt-get install adb, or the Android "
                               "platform-tools)") from None
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.spec}: adb gave no answer within {timeout or self.adb_timeout:g} s (timeout)") from None
@@ -72,9 +72,9 @@ class AdbDevice(Device):
             message = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
             lowered = message.lower()
             if "not found" in lowered and ("device" in lowered or "no devices" in lowered):
-                raise DeviceError(f"{self.spec}: no such phone connected ({message}); see 'adb devices'")
+                raise DeviceUnavailableError(f"{self.spec}: no such phone connected ({message}); see 'adb devices'")
             if "unauthorized" in lowered:
-                raise DeviceError(f"{self.spec}: the phone has not authorized this computer (accept the USB "
+                raise DeviceUnavailableError(f"{self.spec}: the phone has not authorized this computer (accept the USB "
                                   f"debugging prompt on the phone)")
             raise DeviceError(f"{self.spec}: adb failed: {message[:300]}")
         return done.stdout

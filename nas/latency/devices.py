@@ -20,6 +20,7 @@ from nas.errors import UserError
 __all__ = [
     "Device",
     "DeviceError",
+    "DeviceUnavailableError",
     "RunSettings",
     "Timing",
     "PythonRunnerDevice",
@@ -35,6 +36,11 @@ INSTALL_HINT = "python3 -m pip install onnxruntime numpy"
 
 class DeviceError(UserError):
     """A device could not be reached or could not measure; the message is one line."""
+
+
+class DeviceUnavailableError(DeviceError):
+    """The device cannot measure anything (unreachable, refused, unknown host key, no runtime):
+    a search should stop rather than fail every trial. Other DeviceErrors concern one model."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class Device(ABC):
     def require_runtime(self) -> dict[str, Any]:
         info = self.probe()
         if not info.get("onnxruntime"):
-            raise DeviceError(self.missing_runtime_message(info))
+            raise DeviceUnavailableError(self.missing_runtime_message(info))
         return info
 
     def missing_runtime_message(self, info: dict[str, Any]) -> str:
@@ -195,9 +201,9 @@ class PythonRunnerDevice(Device):
         code, stdout, stderr = self._run_runner(runner_args, files, timeout_s)
         payload = _last_json(stdout)
         if code == MISSING_RUNTIME_EXIT and payload and payload.get("error") == "missing_runtime":
-            raise DeviceError(self.missing_runtime_message({**payload.get("probe", {}), "python_command": self.python_command}))
+            raise DeviceUnavailableError(self.missing_runtime_message({**payload.get("probe", {}), "python_command": self.python_command}))
         if code == 127:
-            raise DeviceError(f"{self.spec}: '{self.python_command}' was not found on the device; install Python 3 "
+            raise DeviceUnavailableError(f"{self.spec}: '{self.python_command}' was not found on the device; install Python 3 "
                               f"there, then: {INSTALL_HINT}")
         if code != 0:
             raise DeviceError(f"{self.spec}: the runtime on the device {describe_exit(code)}: {_last_line(stderr)}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .devices import RUNNER_PATH, DeviceError, PythonRunnerDevice
+from .devices import RUNNER_PATH, DeviceError, DeviceUnavailableError, PythonRunnerDevice
 
 __all__ = ["LocalDevice"]
 
@@ -35,5 +35,5 @@ class LocalDevice(PythonRunnerDevice):
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.spec}: no result within {timeout_s:g} s (timeout)") from None
         except OSError as error:
-            raise DeviceError(f"{self.spec}: cannot start {self.python_command}: {error.strerror}") from None
+            raise DeviceUnavailableError(f"{self.spec}: cannot start {self.python_command}: {error.strerror}") from None
         return done.returncode, done.stdout, done.stderr

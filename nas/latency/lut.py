@@ -2,8 +2,8 @@
 the device; a config's latency is the sum of its entries plus a calibrated overhead.
 
 The overhead is calibrated on whole networks measured in the same session, as a share of
-the sum: ``predicted = sum(entries) * scale + constant_ms`` (``scale`` is the median of
-measured / sum). A unit timed alone finds its weights and input in cache; inside a network
+the sum: ``predicted = sum(entries) * scale + constant_ms`` (``scale`` fitted for the least
+squared relative error; ``constant_ms`` is 0 today and kept in the file format). A unit timed alone finds its weights and input in cache; inside a network
 the other units' weights have evicted them, so networks run 0-30% slower than their parts,
 more so the larger their weights (measured here; see README "On-device latency").
 """
@@ -65,6 +65,7 @@ def _components(configs: Iterable[ShuffleNetConfig]) -> list[_Component]:
     from torch import nn
 
     from shufflenet_core import build_model
+    from shufflenet_core.model import ShuffleUnit
 
     class Head(nn.Module):
         def __init__(self, pool: nn.Module, classifier: nn.Module) -> None:
@@ -80,17 +81,18 @@ def _components(configs: Iterable[ShuffleNetConfig]) -> list[_Component]:
         if all(key in found for key in keys):
             continue
         torch.manual_seed(0)
-        model = build_model(config)
         specs = list(unit_specs(config))
-        units = [unit for stage in model.stages for unit in stage]
+        for spec, key in zip(specs, keys[1:-1]):
+            if key not in found:  # a unit alone: no need to build the whole network
+                found[key] = _Component(key, ShuffleUnit(spec), spec.input_size, spec.in_channels)
+        if keys[0] in found and keys[-1] in found:
+            continue
+        shallow = build_model(config.replace(stage_depths=(1,) * config.num_stages))
         if keys[0] not in found:
-            found[keys[0]] = _Component(keys[0], model.stem, config.input_size, config.in_channels)
-        for spec, unit, key in zip(specs, units, keys[1:-1]):
-            if key not in found:
-                found[key] = _Component(key, unit, spec.input_size, spec.in_channels)
+            found[keys[0]] = _Component(keys[0], shallow.stem, config.input_size, config.in_channels)
         if keys[-1] not in found:
             size = specs[-1].output_size if specs else stem_output_size(config.input_size)[1]
-            found[keys[-1]] = _Component(keys[-1], Head(model.pool, model.classifier), size,
+            found[keys[-1]] = _Component(keys[-1], Head(shallow.pool, shallow.classifier), size,
                                          config.stage_out_channels[-1])
     return list(found.values())
 
@@ -162,13 +164,17 @@ class LatencyLUT:
 
 
 def _fit_overhead(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """(scale, constant) from (sum, measured) pairs: the median ratio, robust to outliers.
+    """(scale, constant) from (sum, measured) pairs: the scale minimizing the squared *relative*
+    error (the metric the table is judged by), ``sum(s/m) / sum((s/m)**2)``.
 
-    Tried on 16 calibration + 50 validation networks here: an additive constant, an affine
-    least-squares fit and a count-of-units term all generalized worse than the median ratio.
+    Tried here on two sessions of 16 calibration + 50 validation networks: an additive
+    constant, an affine fit, parameter-, MAC-, activation- and unit-count terms generalized no
+    better than one scale (65-74% within +-10%); see README "On-device latency".
     """
-    ratios = [measured / total for total, measured in points if total > 0]
-    return (statistics.median(ratios) if ratios else 1.0), 0.0
+    ratios = [total / measured for total, measured in points if total > 0 and measured > 0]
+    if not ratios:
+        return 1.0, 0.0
+    return sum(ratios) / sum(ratio * ratio for ratio in ratios), 0.0
 
 
 def build_lut(
@@ -178,11 +184,17 @@ def build_lut(
     *,
     settings: RunSettings = RunSettings(rounds=5),
     space_name: str = "",
+    max_components: int = 2000,
     progress: Callable[[str], None] = lambda message: None,
 ) -> LatencyLUT:
     """Time every component the covering configs contain, then fit the overhead on whole nets."""
+    configs = list(covering)
+    shapes = len({key for config in configs for key in component_keys(config)})
+    if shapes > max_components:
+        raise UserError(f"the space has {shapes} distinct unit shapes (more than {max_components}); narrow it "
+                        f"(fewer widths, ratios or stems) or raise the limit with --max-components")
     info = device.require_runtime()
-    components = _components(covering)
+    components = _components(configs)
     progress(f"exporting {len(components)} components and {len(calibration_configs)} calibration networks")
     with tempfile.TemporaryDirectory(prefix="shufflenas-lut-") as folder:
         paths = []

@@ -61,33 +61,42 @@ def default_space(
     return ConfigSpace(name, covering, sample)
 
 
-def load_config_space(path: str | Path | None) -> ConfigSpace:
-    """The default space, or the lead's design space file through ``search_spaces.load_space``."""
+def load_config_space(path: str | Path | None, budget_macs: int | None = None) -> ConfigSpace:
+    """The default space, or a design space file (``search_spaces.load_space``) as the search
+    samples it: for each knob combination, the width ``solve_width`` picks for the budget."""
     if path is None:
+        if budget_macs is not None:
+            raise UserError("--budget applies to a --space file (the default space has fixed widths)")
         return default_space()
     try:
-        from search_spaces import load_space  # type: ignore[attr-defined]
+        from search_spaces import SpaceFileError, load_space
     except ImportError:
         raise UserError("--space needs the search_spaces package (not installed in this checkout)") from None
-    if not Path(path).exists():
-        raise UserError(f"space file {path} does not exist")
-    space = load_space(path)
-    return _adapt(space, str(path))
+    try:
+        space = load_space(path)
+    except SpaceFileError as error:
+        raise UserError(str(error)) from None
+    return design_space(space, budget_macs, name=str(path))
 
 
-def _adapt(space: Any, name: str) -> ConfigSpace:
-    """Accept a space object with ``covering_configs()``/``enumerate()`` and ``sample(rng)``."""
-    covering = None
-    for attribute in ("covering_configs", "enumerate_configs", "enumerate", "configs", "grid"):
-        if callable(getattr(space, attribute, None)):
-            covering = getattr(space, attribute)
-            break
-    sampler = getattr(space, "sample", None) or getattr(space, "sample_config", None)
-    if sampler is None:
-        raise UserError(f"space {name} cannot be sampled (no sample(rng) method)")
-    if covering is None:
-        def covering() -> Iterator[ShuffleNetConfig]:  # sample densely: a LUT then covers most shapes
-            rng = random.Random(12345)
-            for _ in range(400):
-                yield sampler(rng)
-    return ConfigSpace(name, covering, sampler)
+def design_space(space: Any, budget_macs: int | None, *, name: str = "") -> ConfigSpace:
+    """Adapt the lead's ``DesignSpace``: covering = every knob combination, solved for the budget."""
+    import itertools
+
+    import numpy as np
+
+    from search_spaces import RandomSuggester, solve_width, suggest
+
+    def covering() -> Iterator[ShuffleNetConfig]:
+        depth_choices = itertools.product(*(range(low, high + 1) for low, high in space.stage_depths))
+        for depths in depth_choices:
+            for groups, ratio, stem, shuffle in itertools.product(space.groups, space.bottleneck_ratios,
+                                                                  space.stem_channels, space.channel_shuffle):
+                yield solve_width(space, budget_macs, groups=groups, bottleneck_ratio=ratio, stage_depths=depths,
+                                  stem_channels=stem, channel_shuffle=shuffle)
+
+    def sample(rng: random.Random) -> ShuffleNetConfig:
+        return suggest(RandomSuggester(np.random.default_rng(rng.getrandbits(63))), space, budget_macs)
+
+    budget = f", budget {budget_macs / 1e6:g}M MACs" if budget_macs else ""
+    return ConfigSpace(f"{name or space.name}{budget}", covering, sample)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from nas.errors import UserError
 
-from .devices import RUNNER_PATH, DeviceError, PythonRunnerDevice
+from .devices import RUNNER_PATH, DeviceError, DeviceUnavailableError, PythonRunnerDevice
 
 __all__ = ["SshDevice", "SshTarget", "parse_ssh_spec"]
 
@@ -123,11 +123,11 @@ class SshDevice(PythonRunnerDevice):
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.spec}: no result within {timeout_s + self.connect_timeout:g} s (timeout)") from None
         except FileNotFoundError:
-            raise DeviceError(f"the ssh client '{self.ssh_binary}' is not installed here (apt-get install openssh-client)") from None
+            raise DeviceUnavailableError(f"the ssh client '{self.ssh_binary}' is not installed here (apt-get install openssh-client)") from None
         stdout = done.stdout.decode(errors="replace")
         stderr = done.stderr.decode(errors="replace")
         if done.returncode == 255:
-            raise DeviceError(self._ssh_failure(stderr))
+            raise DeviceUnavailableError(self._ssh_failure(stderr))
         if done.returncode in (70, 71):
             raise DeviceError(f"{self.spec}: cannot unpack the model on the device (needs sh, mktemp, tar and a "
                               f"writable $TMPDIR or /tmp): {_last(stderr)}")

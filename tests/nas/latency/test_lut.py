@@ -77,3 +77,22 @@ def test_cli_build_validate_and_bad_table(nas, tmp_path):
     assert done.returncode == 2 and "not a shufflenas latency lookup table" in done.stderr
     missing = nas("latency", "validate", "--device", "local", "--lut", str(tmp_path / "none.json"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_design_space_file_plugs_in(tmp_path, nas):
+    from nas.latency.space import load_config_space
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("groups: [3, 8]\nbottleneck_ratios: [0.25]\nstage_depths: [[1, 3], [2, 4], [1, 2]]\n"
+                          "stem_channels: [24]\n")
+    space = load_config_space(space_file, 40_000_000)
+    covered = {key for config in space.covering() for key in component_keys(config)}
+    samples = list(space.samples(30, seed=3))
+    assert all(set(component_keys(config)) <= covered for config in samples)
+    too_big = nas("latency", "build-lut", "--device", "local", "--space", str(space_file), "--budget", "40M",
+                  "--max-components", "5", "--out", str(tmp_path / "lut.json"))
+    assert too_big.returncode == 2 and "distinct unit shapes" in too_big.stderr
+    assert not (tmp_path / "lut.json").exists()
+    missing = nas("latency", "build-lut", "--device", "local", "--space", str(tmp_path / "none.yaml"),
+                  "--out", str(tmp_path / "lut.json"))
+    assert missing.returncode == 2 and "none.yaml" in missing.stderr

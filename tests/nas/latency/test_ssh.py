@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nas.errors import UserError
-from nas.latency import DeviceError, LatencyCache, LatencyEvaluator, RunSettings, measure_config, open_device
+from nas.latency import DeviceError, DeviceUnavailableError, LatencyCache, LatencyEvaluator, RunSettings, measure_config, open_device
 from nas.latency.ssh import parse_ssh_spec
 
 from .sshd import free_port
@@ -43,7 +43,7 @@ def test_unknown_host_key_is_refused_with_a_hint(sshd, remote_python, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     device = open_device(sshd.spec, remote_python=remote_python, **sshd.options(known_hosts=str(empty)))
-    with pytest.raises(DeviceError, match="host key .* is not known.*--accept-new-host-key"):
+    with pytest.raises(DeviceUnavailableError, match="host key .* is not known.*--accept-new-host-key"):
         device.probe()
     assert empty.read_text() == ""
 
@@ -70,7 +70,7 @@ def test_a_changed_host_key_is_refused_even_with_accept_new(sshd, remote_python,
 def test_wrong_client_key_is_refused(sshd, remote_python, ssh_keys):
     device = open_device(sshd.spec, remote_python=remote_python,
                          **sshd.options(identity_file=str(ssh_keys["stranger"])))
-    with pytest.raises(DeviceError, match="authentication refused"):
+    with pytest.raises(DeviceUnavailableError, match="authentication refused"):
         device.probe()
 
 
@@ -79,21 +79,22 @@ def test_missing_runtime_names_the_install_command(sshd, tiny_config, tmp_path):
     bare = _script(tmp_path / "python3", 'exec /usr/bin/python3 -I -S "$@"\n')
     device = open_device(sshd.spec, remote_python=bare, **sshd.options())
     assert device.probe()["onnxruntime"] is None
-    with pytest.raises(DeviceError, match="onnxruntime is not installed.*pip install onnxruntime"):
+    with pytest.raises(DeviceUnavailableError, match="onnxruntime is not installed.*pip install onnxruntime"):
         measure_config(device, tiny_config)
 
 
 def test_remote_crash_and_timeout_and_unreachable(sshd, remote_python, tiny_config, tmp_path):
     # The runtime dies of SIGSEGV while timing (probing still works, as on a real broken build).
     crash = _script(tmp_path / "crash", f'[ "$2" = probe ] && exec {remote_python} "$@"\nkill -SEGV $$\n')
-    with pytest.raises(DeviceError, match=r"crashed \(signal 11, SIGSEGV\)"):
+    with pytest.raises(DeviceError, match=r"crashed \(signal 11, SIGSEGV\)") as crashed:
         measure_config(open_device(sshd.spec, remote_python=crash, **sshd.options()), tiny_config)
+    assert not isinstance(crashed.value, DeviceUnavailableError)  # one model failed, the board is fine
     hang = _script(tmp_path / "hang", f'[ "$2" = probe ] && exec {remote_python} "$@"\nsleep 60\n')
     device = open_device(sshd.spec, remote_python=hang, **sshd.options(connect_timeout=2))
     with pytest.raises(DeviceError, match="timeout"):
         measure_config(device, tiny_config, RunSettings(timeout_s=2))
     closed = open_device(f"ssh://root@127.0.0.1:{free_port()}", **sshd.options(connect_timeout=3))
-    with pytest.raises(DeviceError, match="cannot reach 127.0.0.1"):
+    with pytest.raises(DeviceUnavailableError, match="cannot reach 127.0.0.1"):
         closed.probe()
 
 
