@@ -54,6 +54,8 @@ class TrialRunner:
     latency: LatencySettings | None = None
     halving: HalvingRule | None = None
     on_step: Callable[[int, int], None] | None = None
+    on_epoch_stored: Callable[[int, float], None] | None = None
+    """Told (epoch, accuracy) once an epoch's accuracy is stored, e.g. to report it to Ray Tune."""
     _latency_evaluator: Any = field(default=None, init=False, repr=False)
 
     # -- proposal ---------------------------------------------------------------------------
@@ -67,6 +69,22 @@ class TrialRunner:
 
     # -- the objective ----------------------------------------------------------------------
     def __call__(self, trial: "optuna.trial.Trial") -> tuple[float, ...] | float:
+        """Run the trial; a failure is stored as a one-line reason (and the search goes on)."""
+        import optuna
+
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(R.FAIL_REASON, "interrupted by the user")
+            raise
+        except Exception as error:  # noqa: BLE001 - stored, then Optuna marks the trial FAIL
+            text = str(error).strip().splitlines()
+            trial.set_user_attr(R.FAIL_REASON, f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": "))
+            raise
+
+    def _run(self, trial: "optuna.trial.Trial") -> tuple[float, ...] | float:
         trial.set_user_attr(WORKER_HOST, socket.gethostname())
         trial.set_user_attr(WORKER_PID, os.getpid())
         config = self.propose(trial)
@@ -126,6 +144,8 @@ class TrialRunner:
         def on_epoch(epoch: int, accuracy: float) -> None:
             curve.append(accuracy)
             trial.set_user_attr(R.LEARNING_CURVE, list(curve))
+            if self.on_epoch_stored is not None:
+                self.on_epoch_stored(epoch, accuracy)
             if epoch >= last_epoch:
                 return  # the result is in: stopping now would only throw it away
             if len(self.objectives) == 1:

@@ -273,7 +273,7 @@ def worker_main(settings: SearchSettings, budget: Budget, n_trials: int, worker_
     _die_with_parent()
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(settings.storage)
     directions = directions_for(settings.objectives)
     seed = None if settings.seed is None else settings.seed + 1000 * (worker_index + 1)

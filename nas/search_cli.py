@@ -52,6 +52,10 @@ class SearchRequest:
     lut: Optional[Path]
     runs_dir: Path
     quiet: bool
+    backend: str = "local"
+    ray_address: Optional[str] = None
+    cpus_per_trial: Optional[int] = None
+    max_concurrent: Optional[int] = None
 
 
 def _budgets(texts: list[str], space) -> tuple[Budget, ...]:
@@ -133,13 +137,8 @@ def build_settings(request: SearchRequest) -> SearchSettings:
     from search_spaces import DesignSpace, SpaceFileError, load_space
 
     from .data import validate_data_spec
+    from .parallelism import default_parallelism
     from .storage import resolve_storage_url
-
-    try:
-        from .parallelism import default_parallelism
-    except ImportError:  # TEMP until nas/parallelism.py lands
-        def default_parallelism(cpus: int) -> tuple[int, int]:
-            return 1, cpus
 
     if request.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {request.sampler!r}; use one of {', '.join(SAMPLERS)}")
@@ -189,9 +188,18 @@ def run_search_command(request: SearchRequest) -> None:
     from .search import count_finished, prepare_study
     from .storage import describe_storage, open_storage, resolve_storage_url
 
+    from .distributed import ray_options_from
+
+    ray_options = ray_options_from(request.backend, request.ray_address, request.cpus_per_trial, request.max_concurrent)
     settings = build_settings(request)
+    if ray_options is not None:
+        from .distributed.driver import run_ray_search
+
+        run_ray_search(request, settings, ray_options)
+        return
     console = Console(width=None if Console().is_terminal else 160)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are reported by the progress display with their stored one-line reason.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(settings.storage)
     url = resolve_storage_url(settings.storage)
     if hasattr(settings.evaluator, "dataset"):

@@ -101,12 +101,7 @@ def open_storage(storage: str | os.PathLike | None, *, create: bool = True) -> "
     sqlite_path = _sqlite_path(url)
     if sqlite_path is not None:
         _check_sqlite_file(sqlite_path, create=create)
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 60}}, heartbeat_interval=None
-            )
-        except Exception as error:  # noqa: BLE001 - SQLAlchemy/Optuna raise many kinds
-            raise UserError(f"cannot open the study storage {sqlite_path}: {_first_line(error)}") from None
+        return _rdb_storage(url, str(sqlite_path), engine_kwargs={"connect_args": {"timeout": 60}})
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):])
         if not path.exists() and not create:
@@ -121,10 +116,26 @@ def open_storage(storage: str | os.PathLike | None, *, create: bool = True) -> "
             return JournalStorage(JournalFileBackend(str(path)))
         except Exception as error:  # noqa: BLE001
             raise UserError(f"cannot open the journal storage {path}: {_first_line(error)}") from None
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
-    except Exception as error:  # noqa: BLE001
-        raise UserError(f"cannot open the study storage {describe_storage(url)}: {_first_line(error)}") from None
+    return _rdb_storage(url, describe_storage(url))
+
+
+def _rdb_storage(url: str, shown: str, **kwargs) -> "optuna.storages.RDBStorage":
+    """Open an RDB storage; retry briefly when another process is creating the same schema."""
+    import time
+
+    import optuna
+
+    attempts = 5
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=None, **kwargs)
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy/Optuna raise many kinds
+            racing = any(word in str(error) for word in ("UNIQUE constraint", "already exists", "database is locked"))
+            if racing and attempt < attempts - 1:
+                time.sleep(0.3 * (attempt + 1))
+                continue
+            raise UserError(f"cannot open the study storage {shown}: {_first_line(error)}") from None
+    raise AssertionError("unreachable")
 
 
 def list_study_names(storage: "optuna.storages.BaseStorage") -> list[str]:

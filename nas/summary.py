@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from . import records as R
-from .analysis import front_records
+from .analysis import front_records, quality_of
 from .records import StudyInfo, TrialRecord
 
 if TYPE_CHECKING:
@@ -20,10 +20,7 @@ def objective_label(info: StudyInfo) -> str:
 
 def score_of(record: TrialRecord) -> float | None:
     """Accuracy for trained trials; the zero-cost score for zero-cost studies."""
-    if record.accuracy is not None:
-        return record.accuracy
-    score = record.attrs.get("score")
-    return None if score is None else float(score)
+    return quality_of(record)
 
 
 def knob_summary(record: TrialRecord) -> str:
@@ -36,23 +33,9 @@ def knob_summary(record: TrialRecord) -> str:
 
 
 def _front(records: Sequence[TrialRecord], info: StudyInfo) -> list[TrialRecord]:
-    objectives = [name for name in info.objectives if name in ("accuracy", "mflops", "latency_ms")]
-    if objectives and objectives[0] == "accuracy":
-        if len(objectives) == 1:
-            objectives = ["accuracy", "mflops"]
-        return front_records(records, objectives)
-    # Zero-cost studies: the front over (score, MFLOPs) computed on scores.
-    scored = [r for r in records if r.state == "COMPLETE" and r.feasible and score_of(r) is not None and r.mflops is not None]
-    front = []
-    for candidate in scored:
-        dominated = any(
-            score_of(o) >= score_of(candidate) and o.mflops <= candidate.mflops  # type: ignore[operator]
-            and (score_of(o) > score_of(candidate) or o.mflops < candidate.mflops)  # type: ignore[operator]
-            for o in scored
-        )
-        if not dominated:
-            front.append(candidate)
-    return sorted(front, key=lambda r: (r.mflops, r.number))
+    """The feasible front over (quality, MFLOPs[, latency]); quality is accuracy or a zero-cost score."""
+    objectives = ["score", "mflops"] + (["latency_ms"] if "latency_ms" in info.objectives else [])
+    return sorted(front_records(records, objectives), key=lambda r: (r.mflops, r.number))
 
 
 def best_record(records: Sequence[TrialRecord]) -> TrialRecord | None:

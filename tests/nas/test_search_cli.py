@@ -1,0 +1,207 @@
+"""`nas search` end to end, as a user drives it: a real SQLite study file, real training."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.budget import parse_budget
+from shufflenet_core import ShuffleNetConfig, complexity
+
+from ..conftest import REPO_ROOT
+
+TINY = ["--train-size", "200", "--val-size", "100", "--batch-size", "50", "--no-presets", "--threads", "1"]
+
+
+def load(db: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def states(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def test_tiny_search_stores_everything_and_respects_the_budget(nas, tmp_path) -> None:
+    db = tmp_path / "s.db"
+    result = nas("search", "--budget", "40M", "--n-trials", "3", "--storage", str(db), "--study", "tiny",
+                 "--workers", "1", "--keep-weights", "--runs-dir", str(tmp_path / "runs"), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front of 'tiny'" in result.stdout and "best under 40M" in result.stdout
+    study = load(db, "tiny")
+    assert study.user_attrs["budget_macs"] == 40_000_000 and study.user_attrs["objectives"] == ["accuracy", "mflops"]
+    assert study.user_attrs["evaluator_spec"]["recipe"]["train_size"] == 200
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for trial in trials:
+        config = ShuffleNetConfig.from_dict(trial.user_attrs["config"])
+        macs = complexity(config).macs
+        assert macs == trial.user_attrs["macs"] and complexity(config).params == trial.user_attrs["params"]
+        assert trial.values[1] == pytest.approx(macs / 1e6)
+        feasible = all(v <= 0 for v in trial.constraints.values())
+        if feasible:
+            assert macs <= parse_budget("40M")
+            assert 0.0 <= trial.user_attrs["accuracy"] <= 1.0 and trial.values[0] == trial.user_attrs["accuracy"]
+            assert len(trial.user_attrs["learning_curve"]) == 1 and trial.user_attrs["train_seconds"] > 0
+            weights = Path(trial.user_attrs["weights_path"])
+            import torch
+
+            state = torch.load(weights, weights_only=True)
+            assert "classifier.weight" in state
+        else:
+            assert trial.user_attrs["skipped"].startswith("over budget")
+
+
+def test_same_seed_random_sampler_gives_the_same_configs(nas, tmp_path) -> None:
+    sequences = []
+    for run in range(2):
+        db = tmp_path / f"r{run}.db"
+        result = nas("search", "--budget", "140M", "--n-trials", "5", "--sampler", "random", "--seed", "11",
+                     "--evaluator", "zero-cost", "--storage", str(db), "--workers", "1", "--no-presets")
+        assert result.returncode == 0, result.stderr
+        sequences.append([t.user_attrs["config"] for t in load(db, "shufflenet-140M").get_trials()])
+    assert sequences[0] == sequences[1] and len(sequences[0]) == 5
+    assert len({str(c) for c in sequences[0]}) > 1
+
+
+def test_repeated_budgets_make_one_study_each_and_resume(nas, tmp_path) -> None:
+    db = tmp_path / "multi.db"
+    args = ["search", "--budget", "40M", "--budget", "0.14G", "--n-trials", "4", "--evaluator", "zero-cost",
+            "--storage", str(db), "--workers", "1"]
+    assert nas(*args).returncode == 0
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}"))
+    assert names == ["shufflenet-0.14G", "shufflenet-40M"]
+    presets = [t.user_attrs.get("preset") for t in load(db, "shufflenet-0.14G").get_trials()]
+    assert "shufflenet_v1_1.0x_g3" in presets  # the paper's hand design, as a reference point
+    again = nas(*args)
+    assert again.returncode == 0 and "already has 4 finished trials" in again.stdout
+    more = nas(*args[:-4], "--n-trials", "6", *args[-4:])  # raise the target: continue, don't restart
+    assert more.returncode == 0
+    assert states(load(db, "shufflenet-40M")) == {"COMPLETE": 6}
+
+
+def test_two_workers_share_one_storage(nas, tmp_path) -> None:
+    db = tmp_path / "workers.db"
+    result = nas("search", "--budget", "40M", "--n-trials", "6", "--workers", "2", "--storage", str(db), *TINY)
+    assert result.returncode == 0, result.stderr
+    trials = load(db, "shufflenet-40M").get_trials()
+    assert len(trials) == 6 and states(load(db, "shufflenet-40M")) == {"COMPLETE": 6}
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert len({t.user_attrs["worker_pid"] for t in trials}) == 2
+
+
+def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the search ended early: {process.communicate()}")
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def _completed(db: Path) -> list[int]:
+    if not db.exists():
+        return []
+    try:
+        study = load(db, "killed")
+    except Exception:  # noqa: BLE001 - study not created yet
+        return []
+    return [t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_search_resumes_without_losing_trials(tmp_path, sig) -> None:
+    db = tmp_path / "killed.db"
+    args = [sys.executable, "-m", "nas.cli", "search", "--budget", "40M", "--n-trials", "4", "--storage", str(db),
+            "--study", "killed", "--workers", "1", "--train-size", "1500", "--val-size", "100", "--no-presets",
+            "--threads", "1", "--quiet"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(_completed(db)) >= 1 and states(load(db, "killed")).get("RUNNING"), 240, process)
+    before = _completed(db)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert process.returncode == 130 and "interrupted" in out + err and "Traceback" not in err
+        assert states(load(db, "killed")).get("RUNNING") is None  # the running trial was marked
+    else:
+        assert process.returncode == -signal.SIGKILL
+        assert states(load(db, "killed")).get("RUNNING") == 1
+    resumed = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    study = load(db, "killed")
+    assert set(before) <= set(_completed(db))
+    assert states(study) == {"COMPLETE": 4, "FAIL": 1}
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))[0]
+    if sig == signal.SIGKILL:
+        assert failed.user_attrs["fail_reason"].startswith("interrupted")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bad_input_is_one_line_and_leaves_the_study_untouched(nas, tmp_path) -> None:
+    db = tmp_path / "keep.db"
+    assert nas("search", "--budget", "40M", "--n-trials", "2", "--evaluator", "zero-cost", "--storage", str(db)).returncode == 0
+    digest = _digest(db)
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    cases = [
+        (["--budget", "abc"], "is not a number of FLOPs"),
+        (["--budget", "0"], "must be positive"),
+        (["--budget", "1M"], "below the smallest model of the design space (6.57 MFLOPs"),
+        (["--data", "imagefolder:/no/such/dir"], "no data folder at /no/such/dir"),
+        (["--data", "cifar10:/no/such/dir"], "cifar-10-batches-py"),
+        (["--storage", str(corrupt)], "is not a readable study storage"),
+        (["--storage", "ftp://example"], "cannot open the study storage"),
+        (["--storage", "notes.txt"], "neither a URL"),
+        (["--sampler", "grid"], "unknown sampler"),
+        (["--objectives", "mflops"], "list accuracy first"),
+        (["--latency-budget", "30ms"], "need --device"),
+        (["--space", str(tmp_path / "none.yaml")], "no design-space file"),
+        (["--evaluator", "zero-cost", "--budget", "140M"], "already exists with a different budget_macs"),
+    ]
+    for extra, message in cases:
+        args = ["search", "--storage", str(db), "--study", "shufflenet-40M", "--n-trials", "3", *extra]
+        result = nas(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (extra, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("nas: error:") and message in lines[0], (extra, lines)
+    assert _digest(db) == digest
+    assert _digest(corrupt) == hashlib.sha256(b"this is not a database" * 100).hexdigest()
+
+
+def test_zero_cost_prescreen_and_single_objective_pruning(nas, tmp_path) -> None:
+    db = tmp_path / "pre.db"
+    result = nas("search", "--budget", "140M", "--n-trials", "3", "--prescreen", "12", "--storage", str(db),
+                 "--workers", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    trials = load(db, "shufflenet-140M").get_trials()
+    screened = [t for t in trials if "prescreen_synflow" in t.user_attrs]
+    assert len(screened) == 1  # n_trials // 2 enqueued, best synflow first
+    db2 = tmp_path / "single.db"
+    result = nas("search", "--budget", "40M", "--n-trials", "3", "--objectives", "accuracy", "--epochs", "2",
+                 "--storage", str(db2), "--workers", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    study = load(db2, "shufflenet-40M")
+    assert len(study.directions) == 1
+    assert all(len(t.intermediate_values) >= 1 for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED"))
+
+
+def test_help_explains_the_space(nas) -> None:
+    result = nas("search", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "groups [1, 2, 3, 4, 8]" in text and "solved to fill the budget" in text
