@@ -56,6 +56,10 @@ def search(
     latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Latency constraint, e.g. 30ms (needs --device)."),
     lut: Optional[Path] = typer.Option(None, "--lut", help="Predict latency from this lookup table (`nas latency build-lut`) instead of measuring."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder for the default storage and kept weights."),
+    backend: str = typer.Option("local", "--backend", help="local (this machine) or ray (Ray Tune: a local Ray, or a cluster with --ray-address)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run on: auto (the one `ray start` set up here) or HOST:PORT; default starts a local Ray."),
+    cpus_per_trial: Optional[int] = typer.Option(None, "--cpus-per-trial", min=1, help="Ray backend: CPUs (and torch threads) per trial (default 1)."),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1, help="Ray backend: at most this many trials at once (default: cluster CPUs / --cpus-per-trial)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display (a line per trial instead)."),
 ) -> None:
     arguments = dict(locals())

@@ -1,0 +1,190 @@
+"""``nas search --backend ray`` against a real Ray head on 127.0.0.1 (started by the fixture)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from nas.distributed import ray_options_from
+from nas.distributed.cluster import check_reachable
+from nas.errors import UserError
+from tests.conftest import REPO_ROOT, run_nas
+
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+TINY = ["--epochs", "3", "--train-size", "600", "--val-size", "200", "--batch-size", "32", "--no-presets", "-q"]
+"""Small enough for seconds per trial, big enough that epoch-1 accuracies differ (so ASHA has something to stop)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cluster_pids(temp_dir: str) -> list[int]:
+    """Our head's processes: those naming its private temp dir, and all their descendants (workers)."""
+    parents: dict[int, int] = {}
+    roots = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            if temp_dir in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                roots.add(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, grew = set(roots), True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= children
+        grew = bool(children)
+    return sorted(found)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A 2-CPU Ray head on loopback; torn down by killing exactly the processes it started."""
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="nasray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, **RAY_ENV}
+    ray = str(Path(sys.executable).parent / "ray")
+    started = subprocess.run(
+        [ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}",
+         "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield f"127.0.0.1:{port}", temp_dir
+    ours = _cluster_pids(temp_dir)  # taken once: agents leave the tree when the raylet exits
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+
+
+def _study(db: Path, name: str = "shufflenet-140M"):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+# -- fast checks ---------------------------------------------------------------------------------
+def test_backend_options_are_checked_before_anything_runs():
+    assert ray_options_from("local", None, None, None) is None
+    options = ray_options_from("ray", "10.0.0.5:6379", 2, 3)
+    assert (options.address, options.cpus_per_trial, options.max_concurrent) == ("10.0.0.5:6379", 2, 3)
+    for args in (("spark", None, None, None), ("local", "auto", None, None), ("ray", "no-port", None, None), ("ray", "h:99999", None, None)):
+        with pytest.raises(UserError):
+            ray_options_from(*args)
+
+
+def test_unreachable_address_is_one_line_error_and_nothing_is_stored(tmp_path):
+    port = _free_port()  # nothing listens here
+    with pytest.raises(UserError, match="no Ray cluster at"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+    db = tmp_path / "bad.db"
+    result = run_nas("search", "--backend", "ray", "--ray-address", f"127.0.0.1:{port}", "--storage", str(db), *TINY, env=RAY_ENV, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nas: error: no Ray cluster at 127.0.0.1:"), result.stderr
+    assert not db.exists()
+    result = run_nas("search", "--ray-address", "auto", "--storage", str(db), *TINY, env=RAY_ENV, timeout=60)
+    assert result.returncode == 2 and "only apply with --backend ray" in result.stderr
+
+
+# -- through a real cluster -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_search_on_ray_stores_trials_like_local_and_resumes(ray_head, tmp_path):
+    address, _ = ray_head
+    ray_db, local_db = tmp_path / "ray.db", tmp_path / "local.db"
+    result = run_nas(
+        "search", "--backend", "ray", "--ray-address", address, "--n-trials", "6", "--max-concurrent", "2",
+        "--storage", str(ray_db), "--runs-dir", str(tmp_path / "runs"), *TINY, env=RAY_ENV, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = _study(ray_db)
+    trials = study.get_trials()
+    states = [t.state.name for t in trials]
+    assert len(trials) == 6 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.user_attrs["pruned_by"].startswith("asha after epoch") for t in pruned)
+    assert all(len(t.user_attrs["learning_curve"]) < 3 for t in pruned)
+    assert list((tmp_path / "runs" / "ray").iterdir()), "Tune's storage_path is under the runs folder"
+
+    local = run_nas("search", "--n-trials", "1", "--workers", "1", "--storage", str(local_db), "--runs-dir", str(tmp_path / "runs"), *TINY)
+    assert local.returncode == 0, local.stderr
+    local_study = _study(local_db)
+    local_trial = local_study.get_trials()[0]
+    assert set(local_study.user_attrs) == set(study.user_attrs)
+    for trial in (t for t in trials if t.state.name == "COMPLETE"):
+        assert set(local_trial.user_attrs) <= set(trial.user_attrs)
+        assert set(local_trial.constraints) == set(trial.constraints)
+        assert len(trial.values) == len(local_trial.values) == 2
+        assert trial.values[0] == trial.user_attrs["accuracy"] == trial.user_attrs["learning_curve"][-1]
+        assert trial.values[1] == pytest.approx(trial.user_attrs["macs"] / 1e6)
+        assert trial.user_attrs["backend"] == "ray"
+
+    resumed = run_nas(
+        "search", "--backend", "ray", "--ray-address", address, "--n-trials", "8", "--storage", str(ray_db),
+        "--runs-dir", str(tmp_path / "runs"), *TINY, env=RAY_ENV, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = _study(ray_db).get_trials()
+    assert len(after) == 8
+    assert [(t.number, t.state, t.values, t.params) for t in after[:6]] == [(t.number, t.state, t.values, t.params) for t in trials]
+    assert len({t.user_attrs["ray_run"] for t in after[6:]}) == 1 != len({t.user_attrs["ray_run"] for t in after})
+
+
+@pytest.mark.slow
+def test_killed_worker_is_retried_and_search_finishes(ray_head, tmp_path):
+    address, temp_dir = ray_head
+    db = tmp_path / "kill.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", "search", "--backend", "ray", "--ray-address", address, "--n-trials", "3",
+         "--max-concurrent", "1", "--no-early-stopping", "--storage", str(db), "--runs-dir", str(tmp_path / "runs"),
+         "--epochs", "3", "--train-size", "1200", "--val-size", "100", "--no-presets", "-q"],
+        cwd=REPO_ROOT, env={**os.environ, **RAY_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    victim = None
+    try:
+        deadline = time.monotonic() + 300
+        while victim is None and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+            if not db.exists():
+                continue
+            try:
+                running = [t for t in _study(db).get_trials() if t.state.name == "RUNNING" and t.user_attrs.get("learning_curve")]
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                continue
+            if running:
+                victim = running[0]
+        assert victim is not None, "no trial got past its first epoch"
+        pid = int(victim.user_attrs["worker_pid"])
+        assert pid in _cluster_pids(temp_dir), "the worker belongs to the fixture's cluster"
+        os.kill(pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    trials = _study(db).get_trials()
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state.name == "FAIL" and "Ray worker died" in killed.user_attrs["fail_reason"]
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 3
+    retried = [t for t in finished if t.user_attrs["ray_trial_id"] == victim.user_attrs["ray_trial_id"]]
+    assert len(retried) == 1 and retried[0].params == victim.params and retried[0].user_attrs["worker_pid"] != pid
