@@ -23,6 +23,6 @@ if [ "$want_test" = 1 ]; then
     quiet_pip -e ".[test]"
     bash scripts/system-deps.sh
 else
-    quiet_pip -e .
+    quiet_pip -e ".[all]"
 fi
 .venv/bin/nas --version
