@@ -129,3 +129,11 @@ def test_cli_measure_and_faults(nas, sshd, remote_python, tmp_path):
     assert refused.stderr.startswith("nas: error: ") and "--accept-new-host-key" in refused.stderr
     bad = nas("latency", "measure", "--device", sshd.spec, "--config", str(tmp_path / "missing.json"), *ssh_args)
     assert bad.returncode == 2 and "cannot read config" in bad.stderr
+
+
+def test_an_alias_from_the_users_ssh_config(sshd, remote_python, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host board\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
+                      f"  IdentityFile {sshd.client_key}\n  UserKnownHostsFile {sshd.known_hosts}\n")
+    device = open_device("board", ssh_config=str(config), remote_python=remote_python)
+    assert device.kind == "ssh" and device.probe()["onnxruntime"]
