@@ -27,6 +27,7 @@ __all__ = ["LatencySettings", "TrialRunner", "WORKER_HOST", "WORKER_PID"]
 WORKER_HOST = "worker_host"
 WORKER_PID = "worker_pid"
 SKIPPED = "skipped"
+STOPPED_REASON = "stopped_reason"
 SCORE = "score"
 WIDTH = "width"
 
@@ -160,20 +161,23 @@ class TrialRunner:
     def _measure_latency(self, trial: "optuna.trial.Trial", config: ShuffleNetConfig) -> float | None:
         if self.latency is None:
             return None
+        from .latency import DeviceUnavailableError, LatencyEvaluator, open_device
+
         if self._latency_evaluator is None:
-            from .latency import LatencyEvaluator, open_device
-
             device = open_device(self.latency.device, **self.latency.options)
-            lut = None
-            if self.latency.lut_path:
-                from .latency.lut import load_lut
-
-                lut = load_lut(self.latency.lut_path)
-            self._latency_evaluator = LatencyEvaluator(device, lut=lut, threads=self.latency.threads)
-        result = self._latency_evaluator.latency(config)
+            self._latency_evaluator = LatencyEvaluator(device, lut=self.latency.lut_path, threads=self.latency.threads)
+        try:
+            result = self._latency_evaluator.latency(config)
+        except DeviceUnavailableError as error:
+            # No config can be measured: stop the search with the reason instead of failing every trial.
+            trial.study.set_user_attr(STOPPED_REASON, str(error))
+            trial.study.stop()
+            raise
         trial.set_user_attr(R.LATENCY_MS, result.median_ms)
         trial.set_user_attr(R.LATENCY_SOURCE, result.source)
         trial.set_user_attr(R.LATENCY_DEVICE, result.device)
+        trial.set_user_attr("latency_p10_ms", result.p10_ms)
+        trial.set_user_attr("latency_p90_ms", result.p90_ms)
         if self.latency.budget_ms is not None:
             trial.set_constraint("latency_over_budget_ms", float(result.median_ms - self.latency.budget_ms))
         return result.median_ms

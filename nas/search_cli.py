@@ -17,6 +17,7 @@ from rich.console import Console
 from . import records as R
 from .budget import format_budget, parse_budget
 from .errors import UserError
+from .objective import STOPPED_REASON
 from .search import SAMPLERS, Budget, SearchSettings
 
 __all__ = ["SearchRequest", "build_settings", "run_search_command"]
@@ -200,6 +201,8 @@ def run_search_command(request: SearchRequest) -> None:
     console = Console(width=None if Console().is_terminal else 160)
     # Failed trials are reported by the progress display with their stored one-line reason.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if settings.latency is not None:
+        _probe_device(console, settings.latency)
     storage = open_storage(settings.storage)
     url = resolve_storage_url(settings.storage)
     if hasattr(settings.evaluator, "dataset"):
@@ -214,6 +217,7 @@ def run_search_command(request: SearchRequest) -> None:
     )
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     interrupted = False
+    stopped = None
     studies = []
     for budget in settings.budgets:
         study = prepare_study(settings, budget, storage)
@@ -225,17 +229,32 @@ def run_search_command(request: SearchRequest) -> None:
         left = None if deadline is None else max(1.0, deadline - time.monotonic())
         if deadline is not None and deadline - time.monotonic() <= 0:
             break
+        study.set_user_attr(STOPPED_REASON, None)
         with SearchProgress(console, study, settings, remaining, quiet=request.quiet) as progress:
             try:
                 progress.run(budget, left)
             except KeyboardInterrupt:
                 interrupted = True
-        if interrupted:
+        stopped = study.user_attrs.get(STOPPED_REASON)
+        if interrupted or stopped:
             break
     _print_summary(console, studies, url)
+    if stopped:
+        raise UserError(f"search stopped: {stopped}")
     if interrupted:
         console.print("[yellow]interrupted: finished trials are kept; run the same command to resume[/yellow]")
         raise KeyboardInterrupt
+
+
+def _probe_device(console: Console, latency) -> None:
+    """Fail fast, with the device's own reason, before any trial is started."""
+    from .latency import open_device
+
+    if latency.lut_path and latency.device in ("", "lut"):
+        return
+    info = open_device(latency.device, **latency.options).probe()
+    described = ", ".join(f"{key} {info[key]}" for key in ("arch", "cpu_model", "cores", "onnxruntime") if info.get(key))
+    console.print(f"[dim]latency device {latency.device}: {described}[/dim]")
 
 
 def _print_summary(console: Console, studies, url: str) -> None:

@@ -205,3 +205,22 @@ def test_help_explains_the_space(nas) -> None:
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "groups [1, 2, 3, 4, 8]" in text and "solved to fill the budget" in text
+
+
+def test_latency_constraint_and_objective_on_the_local_device(nas, tmp_path) -> None:
+    db = tmp_path / "latency.db"
+    result = nas("search", "--budget", "40M", "--n-trials", "3", "--evaluator", "zero-cost", "--device", "local",
+                 "--latency-budget", "1000ms", "--objectives", "accuracy,mflops,latency", "--storage", str(db),
+                 "--no-presets", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    study = load(db, "shufflenet-40M")
+    assert study.user_attrs["objectives"] == ["synflow", "mflops", "latency_ms"] and len(study.directions) == 3
+    for trial in study.get_trials():
+        assert trial.user_attrs["latency_source"] == "measured" and trial.user_attrs["latency_ms"] > 0
+        assert trial.values[2] == trial.user_attrs["latency_ms"]
+        assert trial.constraints["latency_over_budget_ms"] == pytest.approx(trial.user_attrs["latency_ms"] - 1000)
+        assert trial.user_attrs["latency_device"]["arch"]
+    unreachable = nas("search", "--budget", "40M", "--evaluator", "zero-cost", "--device", "ssh://nobody@127.0.0.1:1",
+                      "--storage", str(tmp_path / "never.db"))
+    assert unreachable.returncode == 2 and unreachable.stderr.startswith("nas: error: ssh://nobody@127.0.0.1:1")
+    assert not (tmp_path / "never.db").exists()
