@@ -15,7 +15,6 @@ from plotly.subplots import make_subplots
 from nas.analysis import (
     PAPER_BUDGETS_MFLOPS,
     error_edf_by,
-    filter_records,
     front_records,
     hypervolume_history,
     knob_value,

@@ -14,7 +14,6 @@ from typing import Optional
 
 from rich.console import Console
 
-from . import records as R
 from .budget import format_budget, parse_budget
 from .errors import UserError
 from .objective import STOPPED_REASON
@@ -186,7 +185,6 @@ def run_search_command(request: SearchRequest) -> None:
     import optuna
 
     from .progress import SearchProgress
-    from .search import count_finished, prepare_study
     from .storage import describe_storage, open_storage, resolve_storage_url
 
     from .distributed import ray_options_from
@@ -206,29 +204,15 @@ def run_search_command(request: SearchRequest) -> None:
     storage = open_storage(settings.storage)
     url = resolve_storage_url(settings.storage)
     if hasattr(settings.evaluator, "dataset"):
-        try:
-            dataset = settings.evaluator.dataset()
-        except UserError:
-            raise
-        console.print(f"[dim]data: {dataset.describe()}[/dim]")
+        console.print(f"[dim]data: {settings.evaluator.dataset().describe()}[/dim]")
     console.print(
         f"[dim]storage: {describe_storage(url)} | evaluator: {settings.evaluator.name} | sampler: {settings.sampler} | "
         f"{settings.workers} worker(s) x {settings.threads} thread(s)[/dim]"
     )
-    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     interrupted = False
     stopped = None
-    studies = []
-    for budget in settings.budgets:
-        study = prepare_study(settings, budget, storage)
-        studies.append((budget, study))
-        remaining = settings.n_trials - count_finished(study)
-        if remaining <= 0:
-            console.print(f"study {study.study_name!r} already has {settings.n_trials} finished trials; raise --n-trials to continue")
-            continue
-        left = None if deadline is None else max(1.0, deadline - time.monotonic())
-        if deadline is not None and deadline - time.monotonic() <= 0:
-            break
+    studies: list = []
+    for budget, study, remaining, left in studies_to_run(settings, storage, console, studies):
         study.set_user_attr(STOPPED_REASON, None)
         with SearchProgress(console, study, settings, remaining, quiet=request.quiet) as progress:
             try:
@@ -244,6 +228,25 @@ def run_search_command(request: SearchRequest) -> None:
     if interrupted:
         console.print("[yellow]interrupted: finished trials are kept; run the same command to resume[/yellow]")
         raise KeyboardInterrupt
+
+
+def studies_to_run(settings: SearchSettings, storage, console: Console, studies: list):
+    """Prepare each budget's study (appended to ``studies``); yield those with trials left to run
+    as (budget, study, remaining trials, seconds left of --timeout or None)."""
+    from .search import count_finished, prepare_study
+
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    for budget in settings.budgets:
+        study = prepare_study(settings, budget, storage)
+        studies.append((budget, study))
+        remaining = settings.n_trials - count_finished(study)
+        if remaining <= 0:
+            console.print(f"study {study.study_name!r} already has {settings.n_trials} finished trials; raise --n-trials to continue")
+            continue
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        yield budget, study, remaining, left
 
 
 def _probe_device(console: Console, latency) -> None:

@@ -95,7 +95,6 @@ def _check_sqlite_file(path: Path, *, create: bool) -> None:
 
 def open_storage(storage: str | os.PathLike | None, *, create: bool = True) -> "optuna.storages.BaseStorage":
     """Open (and with ``create``, make) the storage; every failure is a one-line UserError."""
-    import optuna
 
     url = resolve_storage_url(storage)
     sqlite_path = _sqlite_path(url)

@@ -152,8 +152,7 @@ def run_ray_search(request, settings: "SearchSettings", options: RayOptions) -> 
     import optuna
 
     from ..progress import SearchProgress
-    from ..search import count_finished, prepare_study
-    from ..search_cli import _print_summary
+    from ..search_cli import _print_summary, studies_to_run
     from ..storage import describe_storage, open_storage, resolve_storage_url
     from .cluster import ray_session
 
@@ -178,18 +177,8 @@ def run_ray_search(request, settings: "SearchSettings", options: RayOptions) -> 
         )
         _warn_file_storage(console, url)
         progress_settings = dataclasses.replace(settings, workers=concurrent)
-        deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-        studies = []
-        for budget in settings.budgets:
-            study = prepare_study(settings, budget, storage)
-            studies.append((budget, study))
-            remaining = settings.n_trials - count_finished(study)
-            if remaining <= 0:
-                console.print(f"study {study.study_name!r} already has {settings.n_trials} finished trials; raise --n-trials to continue")
-                continue
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
+        studies: list = []
+        for budget, study, remaining, left in studies_to_run(settings, storage, console, studies):
             with SearchProgress(console, study, progress_settings, remaining, quiet=request.quiet) as progress:
                 run_budget(settings, options, budget, study, remaining, progress, dataset, left)
     _print_summary(console, studies, url)
