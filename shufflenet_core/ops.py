@@ -17,11 +17,14 @@ __all__ = [
     "BMM_MAX_POSITIONS",
     "CHANNELS_LAST_DEPTHWISE_MAX_POSITIONS",
     "POINTWISE_MODES",
+    "batch_norm_affine",
     "DepthwiseConv2d",
     "PointwiseConv2d",
     "depthwise_conv",
     "exporting",
+    "fold_pointwise",
     "is_channels_last",
+    "pointwise_affine_bmm",
     "pointwise_conv",
     "uses_bmm",
 ]
@@ -118,6 +121,39 @@ def grouped_pointwise_bmm(x: torch.Tensor, weight: torch.Tensor, groups: int) ->
     return y.reshape(groups, out_per_group, batch, positions).permute(2, 0, 1, 3).reshape(batch, out_channels, height, width)
 
 
+def batch_norm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode ``bn`` as ``x * scale + shift`` per channel, to fold into the layer before it."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def fold_pointwise(weight: torch.Tensor, groups: int, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1x1 group conv's weight times a per-output-channel ``scale``, as ``(g, in/g, out/g)``
+    for :func:`pointwise_affine_bmm`, with ``shift`` as its ``(g, 1, out/g)`` bias."""
+    out_channels, in_per_group = weight.shape[:2]
+    out_per_group = out_channels // groups
+    folded = (weight.reshape(out_channels, in_per_group) * scale[:, None]).reshape(groups, out_per_group, in_per_group)
+    return folded.transpose(1, 2).contiguous(), shift.reshape(groups, 1, out_per_group)
+
+
+def pointwise_affine_bmm(x: torch.Tensor, folded: torch.Tensor, bias: torch.Tensor, shuffle_groups: int = 1) -> torch.Tensor:
+    """``channel_shuffle(conv2d(x, weight, groups) * scale + shift, shuffle_groups)`` for NHWC ``x``.
+
+    ``folded, bias = fold_pointwise(weight, groups, scale, shift)``. Inference only: the
+    affine (a folded BN) rides in one ``baddbmm``, and the shuffle costs no extra pass, since
+    regrouping the bmm's output into NHWC is one copy whichever channel order it writes.
+    Returns a channels_last tensor.
+    """
+    batch, in_channels, height, width = x.shape
+    groups, in_per_group, out_per_group = folded.shape
+    out_channels, rows = groups * out_per_group, batch * height * width
+    columns = x.permute(0, 2, 3, 1).reshape(rows, groups, in_per_group).transpose(0, 1)
+    y = torch.baddbmm(bias, columns, folded).transpose(0, 1)
+    if shuffle_groups > 1:
+        y = y.reshape(rows, shuffle_groups, out_channels // shuffle_groups).transpose(1, 2)
+    return y.reshape(batch, height, width, out_channels).permute(0, 3, 1, 2)
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """A bias-free k x k depthwise conv ("same" padding): ``nn.Conv2d`` but fast on tiny maps.
 
@@ -132,14 +168,19 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or exporting():
             return super().forward(x)
+        return self.forward_affine(x, self.weight, None)
+
+    def forward_affine(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This conv with ``weight`` and an optional per-channel ``bias`` (e.g. a folded BN)."""
         height, width = x.shape[-2:]
         if height == 1 and width == 1:
             centre = self.padding[0]
-            return x * self.weight[:, 0, centre, centre].reshape(1, -1, 1, 1)
+            y = x * weight[:, 0, centre, centre].reshape(1, -1, 1, 1)
+            return y if bias is None else y + bias.reshape(1, -1, 1, 1)
         if height * width <= CHANNELS_LAST_DEPTHWISE_MAX_POSITIONS and x.shape[0] > 1 and not is_channels_last(x):
             fast = x.contiguous(memory_format=torch.channels_last)
-            return super().forward(fast).contiguous()
-        return super().forward(x)
+            return self._conv_forward(fast, weight, bias).contiguous()
+        return self._conv_forward(x, weight, bias)
 
 
 def depthwise_conv(channels: int, stride: int, *, mode: str = "auto") -> nn.Conv2d:

@@ -147,3 +147,25 @@ def test_export_of_fast_build_has_the_plain_grouped_conv_graph(exporter: str, tm
     assert np.abs(actual - expected).max() < 1e-4
     # Exporting left the model on its fast path.
     assert fast.channels_last and isinstance(fast.stages[0][0].pw2, PointwiseConv2d)
+
+
+def test_folded_inference_follows_weight_updates() -> None:
+    """Eval without autograd folds each BN into its conv and caches that; any change of a
+    parameter or statistic (optimizer step, load_state_dict) must reach the next output."""
+    config = ShuffleNetConfig.from_width(3, 0.5, num_classes=10, in_channels=1, input_size=32)
+    torch.manual_seed(0)
+    fast, plain = build_model(config).eval(), build_model(config, fast=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
+        assert fast.stages[0][0]._folded is not None  # the folded path really ran
+        for model in (fast, plain):
+            for module in model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.running_mean.add_(0.5)
+                    module.weight.mul_(1.5)
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
+        plain.load_state_dict(build_model(config, fast=False).state_dict())
+        fast.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
