@@ -23,7 +23,7 @@ from . import records as R
 from .errors import UserError
 from .evaluators.base import AccuracyEvaluator
 from .multifidelity import HalvingRule
-from .objective import WORKER_HOST, WORKER_PID, LatencySettings, TrialRunner
+from .objective import STOPPED_REASON, WORKER_HOST, WORKER_PID, LatencySettings, TrialRunner
 from .storage import open_storage
 
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ def _study_attrs(settings: SearchSettings, budget: Budget) -> dict:
         R.DATA_SPEC: settings.data_spec,
         R.SEED: settings.seed,
         "sampler": settings.sampler,
+        "accuracy_noise_sd": getattr(settings.evaluator, "known_seed_sd", lambda: None)(),
     }
     if settings.latency is not None:
         attrs[R.LATENCY_BUDGET_MS] = settings.latency.budget_ms
@@ -218,6 +219,7 @@ def prepare_study(settings: SearchSettings, budget: Budget, storage) -> "optuna.
     for key, value in expected.items():
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
+    study.set_user_attr(STOPPED_REASON, None)  # set by a run that had to stop (e.g. device gone)
     fail_orphaned_trials(study)
     if settings.presets and not study.user_attrs.get("presets_enqueued"):
         for preset in preset_names_for(settings.space, budget.macs):

@@ -213,7 +213,6 @@ def run_search_command(request: SearchRequest) -> None:
     stopped = None
     studies: list = []
     for budget, study, remaining, left in studies_to_run(settings, storage, console, studies):
-        study.set_user_attr(STOPPED_REASON, None)
         with SearchProgress(console, study, settings, remaining, quiet=request.quiet) as progress:
             try:
                 progress.run(budget, left)
@@ -262,7 +261,7 @@ def _probe_device(console: Console, latency) -> None:
 
 def _print_summary(console: Console, studies, url: str) -> None:
     from .records import load_records, study_info
-    from .summary import best_record, front_table, knob_summary, score_of
+    from .summary import best_record, front_table, knob_summary, score_of, seed_noise, ties_with_best
     from .storage import describe_storage
 
     for budget, study in studies:
@@ -278,6 +277,13 @@ def _print_summary(console: Console, studies, url: str) -> None:
             presets = [r for r in records if r.preset and r.state == "COMPLETE" and score_of(r) is not None]
             line = f"best under {budget.label}: trial {best.number}, {info.objectives[0]} {score_of(best):.4f} at {best.mflops:.2f} MFLOPs ({knob_summary(best)})"
             console.print(line)
+            noise = seed_noise(records, info) if info.objectives[0] == "accuracy" else None
+            if noise:
+                tied = ties_with_best(records, info, noise)
+                console.print(
+                    f"seed noise ~{noise:.4f}: gaps smaller than that are ties; {len(tied)} front trial(s) tie with the best "
+                    f"({', '.join('#' + str(r.number) for r in tied)}); --seeds N trains each candidate N times"
+                )
             if presets:
                 top = max(presets, key=score_of)
                 console.print(f"best paper preset: {top.preset}, {score_of(top):.4f} at {top.mflops:.2f} MFLOPs")

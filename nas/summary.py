@@ -70,3 +70,21 @@ def front_table(records: Sequence[TrialRecord], info: StudyInfo) -> "Table":
             f"{record.attrs.get(R.TRAIN_SECONDS, 0):.0f}",
         )
     return table
+
+
+def seed_noise(records: Sequence[TrialRecord], info: StudyInfo) -> float | None:
+    """Seed noise of the accuracy: pooled over trials trained with several seeds, else the
+    value measured for the study's recipe (None when neither is known)."""
+    from .fidelity import pooled_seed_sd
+
+    pooled = pooled_seed_sd([r.attrs.get(R.ACCURACY_SEEDS) or [] for r in records if r.complete])
+    return pooled if pooled is not None else info.attrs.get("accuracy_noise_sd")
+
+
+def ties_with_best(records: Sequence[TrialRecord], info: StudyInfo, noise: float) -> list[TrialRecord]:
+    """Front trials whose accuracy is within ``noise`` of the best: statistically tied with it."""
+    front = _front(records, info)
+    if not front:
+        return []
+    best = max(score_of(r) for r in front)  # type: ignore[type-var]
+    return [r for r in front if best - score_of(r) < noise]  # type: ignore[operator]
