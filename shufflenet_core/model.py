@@ -17,6 +17,7 @@ from .ops import (
     DepthwiseConv2d,
     PointwiseConv2d,
     batch_norm_affine,
+    batch_norm_channels_last,
     depthwise_conv,
     exporting,
     fold_pointwise,
@@ -44,6 +45,13 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     )
 
 
+def _normalize(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)``; a BatchNorm2d nobody hooks trains NHWC maps with the fast accurate kernel."""
+    if not isinstance(bn, nn.BatchNorm2d) or not bn.training or _hooked(bn):
+        return bn(x)
+    return batch_norm_channels_last(bn, x)
+
+
 def _hooked(*modules: nn.Module) -> bool:
     """Whether a forward hook would see any of ``modules`` (its own hooks or global ones)."""
     from torch.nn.modules import module as module_globals
@@ -61,6 +69,7 @@ class ShuffleUnit(nn.Module):
         self.stride = spec.stride
         self.groups = spec.groups
         self.shuffle = spec.channel_shuffle and spec.groups > 1
+        self.fast = fast
         mid = spec.mid_channels
         mode = "auto" if fast else "conv"
         self.pw1 = pointwise_conv(spec.in_channels, mid, spec.first_pointwise_groups, mode=mode)
@@ -75,15 +84,18 @@ class ShuffleUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._can_fold(x):
             return self._forward_folded(x)
-        branch = F.relu(self.bn1(self.pw1(x)))
+        branch = F.relu(self.norm(self.bn1, self.pw1(x)))
         if self.shuffle:
             branch = channel_shuffle(branch, self.groups)
-        branch = self.bn2(self.dw(branch))
-        branch = self.bn3(self.pw2(branch))
+        branch = self.norm(self.bn2, self.dw(branch))
+        branch = self.norm(self.bn3, self.pw2(branch))
         if self.stride == 1:
             return F.relu(branch + x)
         return torch.cat((self.shortcut(x), F.relu(branch)), dim=1)
 
+    def norm(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``bn(x)``; the fast build trains NHWC maps with the accurate NHWC kernel."""
+        return _normalize(bn, x) if self.fast else bn(x)
 
     def _can_fold(self, x: torch.Tensor) -> bool:
         """Inference on NHWC maps the bmm path takes: BNs fold into the convs before them."""
@@ -151,18 +163,12 @@ class ShuffleNetV1(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channels_last or x.dim() != 4 or exporting():
             return self.stages(self.stem(x))
+        # NHWC after the stem conv whatever the channel count (a 1-channel image is NCHW and
+        # NHWC at once, so its conv output may come back NCHW): the BNs, depthwise convs and
+        # bmm 1x1 convs of small maps are all faster in NHWC, and the folded units need it.
+        x = self.stem.conv(x.contiguous(memory_format=torch.channels_last))
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.training:
-            # With one input channel (grayscale proxies) NCHW and NHWC have the same strides, so
-            # training stays NCHW there. Forcing NHWC after the stem conv trains 1.0x/2.0x g3
-            # 2.3-2.8x faster than the plain build (NHWC BN is 3-12x faster on small maps), but
-            # the NHWC BN kernel sums rows one by one in float32: 10-20x the rounding error of
-            # the NCHW kernel, beyond what the fast-vs-plain equivalence tests allow.
-            return self.stages(self.stem(x))
-        # Inference: NHWC after the stem conv whatever the channel count (rounding is not
-        # amplified by a backward pass, and the folded units need NHWC).
-        x = self.stem.conv(x).contiguous(memory_format=torch.channels_last)
-        return self.stages(self.stem.pool(self.stem.relu(self.stem.bn(x))))
+        return self.stages(self.stem.pool(self.stem.relu(_normalize(self.stem.bn, x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.forward_features(x)), 1))

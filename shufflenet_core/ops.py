@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 __all__ = [
     "BMM_MAX_POSITIONS",
     "CHANNELS_LAST_DEPTHWISE_MAX_POSITIONS",
     "POINTWISE_MODES",
-    "batch_norm_affine",
     "DepthwiseConv2d",
     "PointwiseConv2d",
+    "batch_norm_affine",
+    "batch_norm_channels_last",
     "depthwise_conv",
     "exporting",
     "fold_pointwise",
@@ -127,6 +127,71 @@ def batch_norm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
+class _RowsBatchNorm(torch.autograd.Function):
+    """Training-mode BN of an NHWC map seen as its ``(N*H*W, C)`` matrix of rows.
+
+    Every per-channel statistic is a column sum of that matrix (PyTorch's cascaded, accurate
+    float32 sum); the mean is taken first and the variance from the centred rows, which the
+    backward pass reuses. Returns the output rows and the batch mean and biased variance.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+        count = rows.shape[0]
+        mean = rows.sum(0) / count
+        centred = rows - mean
+        work = torch.square(centred)
+        var = work.sum(0) / count
+        invstd = torch.rsqrt(var + eps)
+        scale = weight * invstd
+        ctx.save_for_backward(centred, scale, invstd)
+        ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)  # no zero gradients for the statistics
+        return torch.addcmul(bias, centred, scale, out=work), mean, var
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor | None, _mean: None, _var: None):
+        if grad is None:
+            return None, None, None, None
+        centred, scale, invstd = ctx.saved_tensors
+        count = grad.shape[0]
+        grad_bias = grad.sum(0)
+        work = torch.mul(grad, centred)
+        grad_centred = work.sum(0)  # sum of grad * x_hat, over invstd
+        # d/dx = scale * (grad - mean(grad) - x_hat * mean(grad * x_hat))
+        shift = grad_bias * (scale / -count)
+        slope = grad_centred * (scale * invstd * invstd / -count)
+        grad_rows = torch.addcmul(shift, grad, scale, out=work).addcmul_(centred, slope)
+        return grad_rows, grad_centred * invstd, grad_bias, None
+
+
+def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)``, computed on the ``(N*H*W, C)`` rows of an NHWC ``x`` in training mode.
+
+    PyTorch's own NHWC BN kernel is 3-12x faster than its NCHW one on small maps but sums
+    rows one by one in float32 (10-20x the rounding error, amplified by backward). This path
+    is nearly as fast and as accurate as the NCHW kernel, and updates ``running_mean``,
+    ``running_var`` (unbiased) and ``num_batches_tracked`` exactly as ``bn`` would. Anything
+    else (eval mode, NCHW or 1x1 maps, export, no running stats) runs ``bn`` itself.
+    """
+    batch, channels, height, width = x.shape if x.dim() == 4 else (0, 0, 0, 0)
+    count = batch * height * width
+    if (not bn.training or not bn.track_running_stats or not bn.affine or bn.running_mean is None
+            or height * width == 1 or count < 2 or not is_channels_last(x) or exporting()):
+        return bn(x)
+    rows = x.permute(0, 2, 3, 1).reshape(count, channels)  # a view of NHWC storage
+    out, mean, var = _RowsBatchNorm.apply(rows, bn.weight, bn.bias, bn.eps)
+    factor = 0.0 if bn.momentum is None else bn.momentum  # as nn.BatchNorm2d.forward
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    with torch.no_grad():
+        bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
+    return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
 def fold_pointwise(weight: torch.Tensor, groups: int, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A 1x1 group conv's weight times a per-output-channel ``scale``, as ``(g, in/g, out/g)``
     for :func:`pointwise_affine_bmm`, with ``shift`` as its ``(g, 1, out/g)`` bias."""
@@ -144,7 +209,7 @@ def pointwise_affine_bmm(x: torch.Tensor, folded: torch.Tensor, bias: torch.Tens
     regrouping the bmm's output into NHWC is one copy whichever channel order it writes.
     Returns a channels_last tensor.
     """
-    batch, in_channels, height, width = x.shape
+    batch, _, height, width = x.shape
     groups, in_per_group, out_per_group = folded.shape
     out_channels, rows = groups * out_per_group, batch * height * width
     columns = x.permute(0, 2, 3, 1).reshape(rows, groups, in_per_group).transpose(0, 1)

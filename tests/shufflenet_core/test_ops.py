@@ -17,7 +17,12 @@ from torch import nn
 from shufflenet_core import ShuffleNetConfig, build_model
 from shufflenet_core.model import channel_shuffle
 from shufflenet_core.onnx_export import export_onnx
-from shufflenet_core.ops import DepthwiseConv2d, PointwiseConv2d, uses_bmm
+from shufflenet_core.ops import (
+    DepthwiseConv2d,
+    PointwiseConv2d,
+    batch_norm_channels_last,
+    uses_bmm,
+)
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -73,6 +78,73 @@ def test_channel_shuffle_is_layout_independent() -> None:
                                channel_shuffle(x, 3), atol=0, rtol=0)
 
 
+def _relative_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((actual.double() - reference).abs().max() / reference.abs().max()).item()
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("batch, channels, size", [(64, 24, 16), (32, 60, 4), (16, 48, 2), (2, 8, 3)])
+def test_channels_last_batch_norm_matches_float64_reference(momentum, batch: int, channels: int, size: int) -> None:
+    """Outputs, gradients and running statistics of the NHWC training path agree with a float64
+    ``nn.BatchNorm2d`` to float32 rounding, over two steps (so running stats really average)."""
+    torch.manual_seed(channels + size)
+    bn = nn.BatchNorm2d(channels, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    reference = nn.BatchNorm2d(channels, momentum=momentum).double()
+    reference.load_state_dict(bn.state_dict())
+    for step in range(2):
+        x = torch.randn(batch, channels, size, size) * 3 + 2 * step - 1  # off-centre inputs
+        grad = torch.randn_like(x)
+        fast_x = x.clone(memory_format=torch.channels_last).requires_grad_()
+        ref_x = x.double().requires_grad_()
+        out = batch_norm_channels_last(bn, fast_x)
+        expected = reference(ref_x)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        out.backward(grad.contiguous(memory_format=torch.channels_last if step else torch.contiguous_format))
+        expected.backward(grad.double())
+        assert _relative_error(out, expected) < 1e-6
+        assert _relative_error(fast_x.grad, ref_x.grad) < 1e-6
+        assert _relative_error(bn.weight.grad, reference.weight.grad) < 1e-6
+        assert _relative_error(bn.bias.grad, reference.bias.grad) < 1e-6
+        for name, value in reference.state_dict().items():
+            torch.testing.assert_close(bn.state_dict()[name], value.to(bn.state_dict()[name].dtype),
+                                       atol=1e-6, rtol=1e-6, msg=name)
+    assert bn.num_batches_tracked.item() == 2
+
+
+@pytest.mark.parametrize("case", ["eval", "nchw", "1x1"])
+def test_channels_last_batch_norm_leaves_other_cases_to_batch_norm(case: str) -> None:
+    torch.manual_seed(0)
+    bn, twin = nn.BatchNorm2d(16), nn.BatchNorm2d(16)
+    twin.load_state_dict(bn.state_dict())
+    size = 1 if case == "1x1" else 4
+    x = torch.randn(8, 16, size, size)
+    if case != "nchw":
+        x = x.contiguous(memory_format=torch.channels_last)
+    if case == "eval":
+        bn.eval(), twin.eval()
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = batch_norm_channels_last(bn, a)
+    assert "RowsBatchNorm" not in type(out.grad_fn).__name__
+    assert torch.equal(out, twin(b))
+    for name, value in twin.state_dict().items():
+        assert torch.equal(bn.state_dict()[name], value), name
+
+
+def _backward_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, names, stack = set(), set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
 CONFIGS = [
     ShuffleNetConfig.from_width(3, 1.0, num_classes=10, input_size=32),
     ShuffleNetConfig.from_width(8, 0.5, num_classes=10, in_channels=1, input_size=64),
@@ -95,6 +167,8 @@ def test_fast_and_plain_builds_train_the_same(config: ShuffleNetConfig) -> None:
     for model in (fast, plain):
         model.train()
         loss = nn.functional.cross_entropy(model(x), labels)
+        # The fast build really trains in NHWC with the accurate BN; the plain one never does.
+        assert ("_RowsBatchNormBackward" in _backward_nodes(loss)) == (model is fast)
         loss.backward()
         losses.append(loss.detach())
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
