@@ -24,9 +24,15 @@ if TYPE_CHECKING:
 
 __all__ = ["LatencySettings", "TrialRunner", "WORKER_HOST", "WORKER_PID"]
 
+_RESULT_ATTRS = (
+    R.ACCURACY, R.ACCURACY_SEEDS, R.ACCURACY_STD, R.LEARNING_CURVE, R.EPOCHS, "score", R.TRAIN_SECONDS,
+    R.WEIGHTS_PATH, "diverged",
+)
+
 WORKER_HOST = "worker_host"
 WORKER_PID = "worker_pid"
 SKIPPED = "skipped"
+DUPLICATE_OF = "duplicate_of"
 STOPPED_REASON = "stopped_reason"
 SCORE = "score"
 WIDTH = "width"
@@ -105,9 +111,28 @@ class TrialRunner:
             # Over a budget: counted and stored, but not worth training.
             trial.set_user_attr(SKIPPED, "over budget: not trained")
             return self._values(trial, 0.0, cost.mflops, latency_ms)
+        earlier = self._earlier_result(trial, config)
+        if earlier is not None:
+            # Samplers re-propose configs; training is seeded, so the result would be the same.
+            for key in _RESULT_ATTRS:
+                if key in earlier.user_attrs:
+                    trial.set_user_attr(key, earlier.user_attrs[key])
+            trial.set_user_attr(DUPLICATE_OF, earlier.number)
+            return self._values(trial, float(earlier.user_attrs[SCORE]), cost.mflops, latency_ms)
         evaluation = self.evaluator.evaluate(config, on_epoch=self._epoch_callback(trial, cost.macs), on_step=self.on_step)
         self._store_evaluation(trial, evaluation)
         return self._values(trial, evaluation.score, cost.mflops, latency_ms)
+
+    def _earlier_result(self, trial: "optuna.trial.Trial", config: ShuffleNetConfig) -> "optuna.trial.FrozenTrial | None":
+        """A finished trial of this study that already evaluated ``config`` the same way."""
+        import optuna
+
+        wanted = config.to_dict()
+        for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            attrs = other.user_attrs
+            if attrs.get(R.CONFIG) == wanted and attrs.get(R.EVALUATOR) == self.evaluator.name and SCORE in attrs:
+                return other
+        return None
 
     def _values(self, trial: "optuna.trial.Trial", score: float, mflops: float, latency_ms: float | None):
         values = {"accuracy": score, self.evaluator.objective_name: score, "mflops": mflops, "latency_ms": latency_ms}

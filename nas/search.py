@@ -61,7 +61,7 @@ class SearchSettings:
     space: DesignSpace = field(default_factory=DesignSpace)
     storage: str | None = None
     study_name: str | None = None
-    n_trials: int = 24
+    n_trials: int = 64
     timeout: float | None = None
     seed: int | None = 0
     sampler: str = DEFAULT_SAMPLER

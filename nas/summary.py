@@ -35,7 +35,8 @@ def knob_summary(record: TrialRecord) -> str:
 def _front(records: Sequence[TrialRecord], info: StudyInfo) -> list[TrialRecord]:
     """The feasible front over (quality, MFLOPs[, latency]); quality is accuracy or a zero-cost score."""
     objectives = ["score", "mflops"] + (["latency_ms"] if "latency_ms" in info.objectives else [])
-    return sorted(front_records(records, objectives), key=lambda r: (r.mflops, r.number))
+    unique = [r for r in records if r.attrs.get("duplicate_of") is None]  # re-proposed configs: shown once
+    return sorted(front_records(unique, objectives), key=lambda r: (r.mflops, r.number))
 
 
 def best_record(records: Sequence[TrialRecord]) -> TrialRecord | None:

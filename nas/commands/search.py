@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
 def search(
     budget: List[str] = typer.Option(["140M"], "--budget", "-b", help="FLOP (MAC) budget at 224x224: 40M, 140M, 524M, 0.6G, 150e6. Repeat for one study per budget."),
-    n_trials: int = typer.Option(24, "--n-trials", "-n", min=1, help="Finished trials each study should reach (presets included)."),
+    n_trials: int = typer.Option(64, "--n-trials", "-n", min=1, help="Finished trials each study should reach (presets included)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting new trials after this many seconds (all budgets together)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of training."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, nsga2 or random."),

@@ -223,3 +223,17 @@ def test_latency_constraint_and_objective_on_the_local_device(nas, tmp_path) -> 
                       "--storage", str(tmp_path / "never.db"))
     assert unreachable.returncode == 2 and unreachable.stderr.startswith("nas: error: ssh://nobody@127.0.0.1:1")
     assert not (tmp_path / "never.db").exists()
+
+
+def test_re_proposed_configs_reuse_the_earlier_result(nas, tmp_path) -> None:
+    space = tmp_path / "one.yaml"
+    space.write_text("groups: [3]\nbottleneck_ratios: [0.25]\nstage_depths: [[1, 1], [1, 1], [1, 1]]\nstem_channels: [24]\n")
+    db = tmp_path / "dup.db"
+    result = nas("search", "--budget", "40M", "--n-trials", "3", "--space", str(space), "--storage", str(db), "--workers", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    first, *others = load(db, "shufflenet-40M").get_trials()
+    assert "duplicate_of" not in first.user_attrs
+    for trial in others:
+        assert trial.user_attrs["duplicate_of"] == 0 and trial.values == first.values
+        assert trial.user_attrs["learning_curve"] == first.user_attrs["learning_curve"]
+    assert result.stdout.count("g3 c") >= 1 and "│     1 │" not in result.stdout  # the front shows the config once
