@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -184,7 +183,6 @@ def preset_names_for(space: DesignSpace, budget_macs: int) -> list[str]:
     for name, preset in PRESETS.items():
         config = preset.config.replace(num_classes=space.num_classes, input_size=space.input_size)
         macs = complexity(config).macs
-        knobs = knobs_of(config)
         allowed = (
             config.groups in space.groups
             and config.bottleneck_ratio in space.bottleneck_ratios
@@ -192,7 +190,7 @@ def preset_names_for(space: DesignSpace, budget_macs: int) -> list[str]:
             and len(config.stage_depths) == len(space.stage_depths)
             and all(lo <= d <= hi for d, (lo, hi) in zip(config.stage_depths, space.stage_depths))
         )
-        if allowed and budget_macs / 2 <= macs <= budget_macs and knobs:
+        if allowed and budget_macs / 2 <= macs <= budget_macs:
             names.append(name)
     return names
 
@@ -311,6 +309,3 @@ def eta_seconds(durations: Sequence[float], remaining: int, workers: int) -> flo
     recent = list(durations)[-8:]
     return sum(recent) / len(recent) * math.ceil(remaining / max(1, workers))
 
-
-def now() -> float:
-    return time.monotonic()
