@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .records import record_from_trial
+from .records import load_records, record_from_trial
 from .search import Budget, SearchSettings, count_finished, eta_seconds, run_trials, split_trials, worker_main
-from .summary import knob_summary, score_of
+from .summary import best_record, knob_summary, score_of
 
 if TYPE_CHECKING:
     import optuna
@@ -59,13 +59,7 @@ class SearchProgress:
 
     # -- updates ------------------------------------------------------------------------------
     def _refresh_best(self) -> None:
-        best = None
-        for trial in self.study.get_trials(deepcopy=False):
-            record = record_from_trial(self.study.study_name, trial)
-            if record.state != "COMPLETE" or not record.feasible or record.attrs.get("skipped"):
-                continue
-            if best is None or (score_of(record) or 0) > (score_of(best) or 0):
-                best = record
+        best = best_record(load_records(self.study))
         if best is not None:
             self.best_text = f"best {score_of(best):.3f} @ {best.mflops:.1f}M (#{best.number})"
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 from rich.console import Console
 
+from .console import output_console
 from .budget import format_budget, parse_budget
 from .errors import UserError
 from .objective import STOPPED_REASON
@@ -196,7 +197,7 @@ def run_search_command(request: SearchRequest) -> None:
 
         run_ray_search(request, settings, ray_options)
         return
-    console = Console(width=None if Console().is_terminal else 160)
+    console = output_console()
     # Failed trials are reported by the progress display with their stored one-line reason.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if settings.latency is not None:

@@ -20,7 +20,7 @@ def presets(
     MFLOPs follow the paper: multiply-accumulates of conv and FC layers. The 'conv' column
     leaves out the FC layer, as the paper's Table 1 does.
     """
-    from rich.console import Console
+    from ..console import output_console
     from rich.table import Table
 
     from shufflenet_core import PRESETS, complexity
@@ -60,4 +60,4 @@ def presets(
             f"{row['conv_mflops']:.1f}", f"{row['mparams']:.4f}",
             "" if row["paper_top1_error"] is None else f"{row['paper_top1_error']:.1f}", row["source"],
         )
-    Console(width=None if Console().is_terminal else 200).print(table)
+    output_console(200).print(table)

@@ -36,6 +36,8 @@ def proxy_check(
 
     import torch
     from rich.console import Console
+
+    from ..console import output_console
     from rich.table import Table
 
     from ..data import load_data, validate_data_spec
@@ -99,7 +101,7 @@ def proxy_check(
             ", ".join(f"{v:.4f}" for v in result.proxy_per_seed),
             f"{result.reference:.4f}",
         )
-    out = Console(width=None if Console().is_terminal else 160)
+    out = output_console()
     out.print(table)
     out.print(f"Spearman rank correlation: {report.spearman:.3f} (Kendall tau {report.kendall_tau:.3f}) over {len(report.results)} configs")
     if report.seed_sd is not None:

@@ -26,7 +26,7 @@ def list_runs(
 ) -> None:
     """One line per study: budget, objectives, trials by state, best result."""
     import optuna
-    from rich.console import Console
+    from ..console import output_console
     from rich.table import Table
 
     from ..records import load_records, study_info
@@ -49,7 +49,7 @@ def list_runs(
             info.name, info.budget_label or "", ",".join(info.objectives), str(counts["COMPLETE"]), str(counts["PRUNED"]),
             str(counts["FAIL"]), str(counts["RUNNING"]), best_text,
         )
-    Console(width=None if Console().is_terminal else 160).print(table)
+    output_console().print(table)
 
 
 @runs_app.command("show")
@@ -61,7 +61,7 @@ def show_run(
 ) -> None:
     """The study's Pareto front and its trials."""
     import optuna
-    from rich.console import Console
+    from ..console import output_console
     from rich.table import Table
 
     from ..records import load_records, study_info
@@ -81,7 +81,7 @@ def show_run(
         ]
         typer.echo(json.dumps({"study": name, "attrs": study.user_attrs, "trials": rows}, indent=2, default=str))
         return
-    console = Console(width=None if Console().is_terminal else 160)
+    console = output_console()
     info = study_info(study)
     console.print(front_table(records, info))
     table = Table(title=f"all trials of {name!r}")

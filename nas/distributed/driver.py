@@ -19,6 +19,7 @@ from ray import tune
 from rich.console import Console
 
 from .. import records as R
+from ..console import output_console
 from ..errors import UserError
 from . import RayOptions
 from .trial import EPOCH, RAY_RUN, RAY_TRIAL_ID, RayJob, ray_trial
@@ -158,7 +159,7 @@ def run_ray_search(request, settings: "SearchSettings", options: RayOptions) -> 
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # early results carry no objectives
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    console = Console(width=None if Console().is_terminal else 160)
+    console = output_console()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_storage_url(settings.storage)
     local_cpus = None if options.address else (options.max_concurrent or 0) * options.cpus_per_trial or os.cpu_count()
