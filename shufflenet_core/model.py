@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import packed
 from .config import ShuffleNetConfig
 from .ops import (
     DepthwiseConv2d,
@@ -98,44 +99,89 @@ class ShuffleUnit(nn.Module):
         return _normalize(bn, x) if self.fast else bn(x)
 
     def _can_fold(self, x: torch.Tensor) -> bool:
-        """Inference on NHWC maps the bmm path takes: BNs fold into the convs before them."""
-        if self.training or torch.is_grad_enabled() or not isinstance(self.pw1, PointwiseConv2d):
+        """Inference on NHWC maps: BNs fold into the convs before them (oneDNN packed convs
+        for any shape, else the bmm path on the shapes where it is the fast one)."""
+        if not _folding_inference(self, x) or not isinstance(self.pw1, PointwiseConv2d):
             return False
-        if not isinstance(self.dw, DepthwiseConv2d) or not is_channels_last(x) or exporting():
+        if not isinstance(self.dw, DepthwiseConv2d) or self.pw2.mode == "conv":
             return False
         if _hooked(self.pw1, self.bn1, self.dw, self.bn2, self.pw2, self.bn3):
             return False  # hooks (MAC counters, profilers) must see every layer run
         batch, _, height, width = x.shape
-        return uses_bmm(self.pw1.mode, self.pw1.groups, batch, height, width) and self.pw2.mode != "conv"
+        return packed.available() or uses_bmm(self.pw1.mode, self.pw1.groups, batch, height, width)
 
     def train(self, mode: bool = True) -> ShuffleUnit:
         self._folded = None
         return super().train(mode)
 
-    def _folded_layers(self) -> tuple[torch.Tensor, ...]:
-        """pw1+bn1, dw+bn2 and pw2+bn3 folded for inference, cached until a parameter or
-        buffer changes (in-place updates bump ``_version``; new storage changes the pointer)."""
-        tensors = [*self.parameters(), *self.buffers()]
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
+    def _folded_layers(self, x: torch.Tensor) -> tuple:
+        """pw1+bn1, dw+bn2 and pw2+bn3 folded for inference on inputs shaped like ``x``,
+        cached until a parameter or buffer changes (see :func:`_fold_key`)."""
+        key = _fold_key(self, x)
         if self._folded is None or self._folded[0] != key:
             with torch.no_grad():
-                pw1 = fold_pointwise(self.pw1.weight, self.pw1.groups, *batch_norm_affine(self.bn1))
-                scale, shift = batch_norm_affine(self.bn2)
-                dw = (self.dw.weight * scale.reshape(-1, 1, 1, 1), shift)
-                pw2 = fold_pointwise(self.pw2.weight, self.pw2.groups, *batch_norm_affine(self.bn3))
-            self._folded = (key, (*pw1, *dw, *pw2))
+                self._folded = (key, self._fold(x.shape, use_packed=key[1]))
         return self._folded[1]
+
+    def _fold(self, shape: torch.Size, *, use_packed: bool) -> tuple:
+        pw1_scale, pw1_shift = batch_norm_affine(self.bn1)
+        dw_scale, dw_shift = batch_norm_affine(self.bn2)
+        pw2_scale, pw2_shift = batch_norm_affine(self.bn3)
+        dw_weight = self.dw.weight * dw_scale.reshape(-1, 1, 1, 1)
+        if not use_packed:
+            return (*fold_pointwise(self.pw1.weight, self.pw1.groups, pw1_scale, pw1_shift), dw_weight, dw_shift,
+                    *fold_pointwise(self.pw2.weight, self.pw2.groups, pw2_scale, pw2_shift))
+        batch, _, height, width = shape
+        mid = self.bn1.num_features
+        out_height, out_width = (height - 1) // self.stride + 1, (width - 1) // self.stride + 1
+        return (
+            packed.pack_conv(self.pw1.weight * pw1_scale.reshape(-1, 1, 1, 1), pw1_shift, stride=1,
+                             groups=self.pw1.groups, input_shape=shape),
+            packed.pack_conv(dw_weight, dw_shift, stride=self.stride, groups=mid,
+                             input_shape=torch.Size((batch, mid, height, width))),
+            packed.pack_conv(self.pw2.weight * pw2_scale.reshape(-1, 1, 1, 1), pw2_shift, stride=1,
+                             groups=self.pw2.groups, input_shape=torch.Size((batch, mid, out_height, out_width))),
+        )
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` in eval mode without autograd, each BN folded into the conv before
-        it and the shuffle done by pw1's output copy: fewer passes over memory, fewer calls."""
-        pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias = self._folded_layers()
+        it: fewer passes over memory, fewer calls."""
+        layers = self._folded_layers(x)
+        if len(layers) == 3:
+            return self._forward_packed(x, *layers)
+        pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias = layers
+        # The shuffle rides in pw1's output copy.
         branch = F.relu_(pointwise_affine_bmm(x, pw1_weight, pw1_bias, self.groups if self.shuffle else 1))
         branch = self.dw.forward_affine(branch, dw_weight, dw_bias)
         branch = pointwise_affine_bmm(branch, pw2_weight, pw2_bias)
         if self.stride == 1:
             return F.relu_(branch.add_(x))
         return torch.cat((self.shortcut(x), F.relu_(branch)), dim=1)
+
+    def _forward_packed(self, x: torch.Tensor, pw1: packed.PackedConv, dw: packed.PackedConv,
+                        pw2: packed.PackedConv) -> torch.Tensor:
+        """The folded unit as three oneDNN calls: ReLU fused into pw1, and for stride 1 the
+        residual add and the ReLU fused into pw2."""
+        branch = packed.run_packed(pw1, x, relu=True)
+        if self.shuffle:  # ATen's kernel, vectorized for NHWC (inference only: no autograd needed)
+            branch = torch.channel_shuffle(branch, self.groups)
+        branch = packed.run_packed(dw, branch)
+        if self.stride == 1:
+            return packed.run_packed(pw2, branch, relu=True, residual=x)
+        return torch.cat((self.shortcut(x), packed.run_packed(pw2, branch, relu=True)), dim=1)
+
+
+def _folding_inference(module: nn.Module, x: torch.Tensor) -> bool:
+    """Eval mode, no autograd, an NHWC map, no graph capture: BNs may fold into convs."""
+    return not module.training and not torch.is_grad_enabled() and is_channels_last(x) and not exporting()
+
+
+def _fold_key(module: nn.Module, x: torch.Tensor) -> tuple:
+    """What a fold of ``module``'s layers depends on: the input shape (packed layouts are
+    chosen per shape), whether packed convs run, and every parameter and buffer (in-place
+    updates bump ``_version``; new storage changes the pointer)."""
+    tensors = [t for m in module.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    return (tuple(x.shape), packed.available(), tuple((t.data_ptr(), t._version) for t in tensors))
 
 
 class ShuffleNetV1(nn.Module):
@@ -159,6 +205,7 @@ class ShuffleNetV1(nn.Module):
         self.stages = nn.Sequential(*(nn.Sequential(*units) for units in stages))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(config.stage_out_channels[-1], config.num_classes, bias=False)
+        self._stem_folded: tuple[tuple, packed.PackedConv] | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channels_last or x.dim() != 4 or exporting():
@@ -166,9 +213,37 @@ class ShuffleNetV1(nn.Module):
         # NHWC after the stem conv whatever the channel count (a 1-channel image is NCHW and
         # NHWC at once, so its conv output may come back NCHW): the BNs, depthwise convs and
         # bmm 1x1 convs of small maps are all faster in NHWC, and the folded units need it.
-        x = self.stem.conv(x.contiguous(memory_format=torch.channels_last))
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.stages(self.stem.pool(self.stem.relu(_normalize(self.stem.bn, x))))
+        if self._can_fold_stem(x):
+            x = packed.run_packed(self._folded_stem(x), x, relu=True)
+            return self.stages(self.stem.pool(x.contiguous(memory_format=torch.channels_last)))
+        x = _normalize(self.stem.bn, self.stem.conv(x).contiguous(memory_format=torch.channels_last))
+        if _hooked(self.stem.relu, self.stem.pool):
+            return self.stages(self.stem.pool(self.stem.relu(x)))
+        # Max pool and ReLU commute (both monotone), outputs and gradients alike: ReLU on the
+        # pooled map touches a quarter of the values, forward and backward.
+        return self.stages(self.stem.relu(self.stem.pool(x)))
+
+    def _can_fold_stem(self, x: torch.Tensor) -> bool:
+        """Inference with oneDNN packed convs: the stem's BN folds into its conv, ReLU fused."""
+        stem = self.stem
+        return (not self.training and not torch.is_grad_enabled() and not exporting() and packed.available()
+                and isinstance(stem.bn, nn.BatchNorm2d) and isinstance(stem.relu, nn.ReLU)
+                and not _hooked(stem.conv, stem.bn, stem.relu))
+
+    def _folded_stem(self, x: torch.Tensor) -> packed.PackedConv:
+        key = _fold_key(self.stem, x)
+        if self._stem_folded is None or self._stem_folded[0] != key:
+            with torch.no_grad():
+                scale, shift = batch_norm_affine(self.stem.bn)
+                conv = packed.pack_conv(self.stem.conv.weight * scale.reshape(-1, 1, 1, 1), shift, stride=2,
+                                        groups=1, input_shape=x.shape)
+            self._stem_folded = (key, conv)
+        return self._stem_folded[1]
+
+    def train(self, mode: bool = True) -> ShuffleNetV1:
+        self._stem_folded = None
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.forward_features(x)), 1))

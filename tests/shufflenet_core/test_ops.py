@@ -72,6 +72,16 @@ def test_depthwise_matches_conv(stride: int, batch: int, size: int, layout) -> N
     _check_same(fast, _pair(fast), x)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_on_tiny_maps_takes_tapwise_weight_gradient(stride: int) -> None:
+    """2x2 NHWC maps in training take the tap-wise weight gradient, which must equal conv's."""
+    torch.manual_seed(stride)
+    fast = DepthwiseConv2d(40, 3, stride)
+    x = torch.randn(32, 40, 2, 2).contiguous(memory_format=torch.channels_last)
+    assert "_TinyMapDepthwiseBackward" in _backward_nodes(fast(x.requires_grad_()).sum())
+    _check_same(fast, _pair(fast), x.detach())
+
+
 def test_channel_shuffle_is_layout_independent() -> None:
     x = torch.randn(3, 12, 4, 5)
     torch.testing.assert_close(channel_shuffle(x.contiguous(memory_format=torch.channels_last), 3),
