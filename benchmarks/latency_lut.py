@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="local")
     parser.add_argument("--n", type=int, default=50)
-    parser.add_argument("--calibration", type=int, default=16)
+    parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/latency_lut_local.json"))
     parser.add_argument("--report", type=Path, default=None, help="Write the validation rows as JSON here.")

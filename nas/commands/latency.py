@@ -144,7 +144,7 @@ def build_lut(
     space: Optional[Path] = typer.Option(None, "--space", help="Design space file (default: groups 1-8 x widths)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="With --space: the FLOP budget the search will use "
                                          "(widths are solved for it), e.g. 140M."),
-    calibration: int = typer.Option(16, "--calibration", min=1, help="Whole networks measured to fit the overhead."),
+    calibration: int = typer.Option(32, "--calibration", min=1, help="Whole networks measured to fit the overhead."),
     max_components: int = typer.Option(2000, "--max-components", min=1, help="Refuse spaces with more unit shapes."),
     threads: int = THREADS, runs: int = RUNS, warmup: int = WARMUP, clock: str = CLOCK, timeout: float = TIMEOUT,
     seed: int = typer.Option(0, "--seed"),

@@ -1,11 +1,15 @@
 """A per-device latency lookup table: every distinct unit shape (plus stem and head) timed on
 the device; a config's latency is the sum of its entries plus a calibrated overhead.
 
-The overhead is calibrated on whole networks measured in the same session, as a share of
-the sum: ``predicted = sum(entries) * scale + constant_ms`` (``scale`` fitted for the least
-squared relative error; ``constant_ms`` is 0 today and kept in the file format). A unit timed alone finds its weights and input in cache; inside a network
-the other units' weights have evicted them, so networks run 0-30% slower than their parts,
-more so the larger their weights (measured here; see README "On-device latency").
+The overhead is calibrated on whole networks measured in the same session:
+``predicted = scale * sum(entries) + per_component_ms * components + constant_ms``, fitted
+for the least squared relative error (``constant_ms`` is 0 today and kept in the file
+format). Each component timed alone pays the runtime's fixed cost of one run (binding,
+dispatch), which a network pays once, not once per unit: ``per_component_ms`` comes out
+negative. And a unit timed alone finds its weights in cache while inside a network the other
+units have evicted them: ``scale`` comes out above 1. One scale alone left small networks
+over- and large ones under-predicted (80-88% within +-10% here); both terms gave 92-98%
+(README "On-device latency").
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class LatencyLUT:
     settings: dict[str, Any]
     scale: float = 1.0
     constant_ms: float = 0.0
+    per_component_ms: float = 0.0
     calibration: list[dict[str, Any]] = field(default_factory=list)
     space: str = ""
     created: str = ""
@@ -123,17 +128,21 @@ class LatencyLUT:
 
     def predict(self, config: ShuffleNetConfig) -> float:
         """Predicted median latency (ms): sum of entries + calibrated overhead."""
-        return self.sum_ms(config) * self.scale + self.constant_ms
+        components = len(component_keys(config))
+        return self.sum_ms(config) * self.scale + self.per_component_ms * components + self.constant_ms
 
     def describe_overhead(self) -> str:
-        return f"x{self.scale:.3f} {self.constant_ms:+.3f} ms (from {len(self.calibration)} networks)"
+        constant = f" {self.constant_ms:+.3f} ms" if self.constant_ms else ""
+        return (f"x{self.scale:.3f} {1000 * self.per_component_ms:+.1f} us per component{constant} "
+                f"(from {len(self.calibration)} networks)")
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": LUT_FORMAT, "version": LUT_VERSION, "created": self.created, "space": self.space,
             "device": self.device, "settings": self.settings,
-            "overhead": {"scale": self.scale, "constant_ms": self.constant_ms},
+            "overhead": {"scale": self.scale, "per_component_ms": self.per_component_ms,
+                         "constant_ms": self.constant_ms},
             "calibration": self.calibration, "entries": dict(sorted(self.entries.items())),
         }
 
@@ -159,22 +168,35 @@ class LatencyLUT:
         overhead = data.get("overhead", {})
         return cls(device=data.get("device", {}), entries={k: float(v) for k, v in data["entries"].items()},
                    settings=data.get("settings", {}), scale=float(overhead.get("scale", 1.0)),
-                   constant_ms=float(overhead.get("constant_ms", 0)), calibration=data.get("calibration", []),
+                   constant_ms=float(overhead.get("constant_ms", 0)),
+                   per_component_ms=float(overhead.get("per_component_ms", 0)), calibration=data.get("calibration", []),
                    space=data.get("space", ""), created=data.get("created", ""))
 
 
-def _fit_overhead(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """(scale, constant) from (sum, measured) pairs: the scale minimizing the squared *relative*
-    error (the metric the table is judged by), ``sum(s/m) / sum((s/m)**2)``.
+def _fit_overhead(points: Sequence[tuple[float, int, float]]) -> tuple[float, float]:
+    """(scale, per_component_ms) from (sum, components, measured) triples, minimizing the
+    squared *relative* error (the metric the table is judged by).
 
-    Tried here on two sessions of 16 calibration + 50 validation networks: an additive
-    constant, an affine fit, parameter-, MAC-, activation- and unit-count terms generalized no
-    better than one scale (65-74% within +-10%); see README "On-device latency".
+    Falls back to the scale alone (``sum(s/m) / sum((s/m)**2)``) with fewer than 4 networks or
+    when the two-term fit would predict a calibration network at under half its sum.
     """
-    ratios = [total / measured for total, measured in points if total > 0 and measured > 0]
-    if not ratios:
+    usable = [(total, count, measured) for total, count, measured in points if total > 0 and measured > 0]
+    if not usable:
         return 1.0, 0.0
-    return sum(ratios) / sum(ratio * ratio for ratio in ratios), 0.0
+    xs = [total / measured for total, _, measured in usable]
+    zs = [count / measured for _, count, measured in usable]
+    scale_only = sum(xs) / sum(x * x for x in xs)
+    if len(usable) < 4:
+        return scale_only, 0.0
+    xx, xz, zz = sum(x * x for x in xs), sum(x * z for x, z in zip(xs, zs)), sum(z * z for z in zs)
+    determinant = xx * zz - xz * xz
+    if determinant <= 1e-12 * xx * zz:  # every network has the same components-to-sum ratio
+        return scale_only, 0.0
+    scale = (sum(xs) * zz - sum(zs) * xz) / determinant
+    per_component = (sum(zs) * xx - sum(xs) * xz) / determinant
+    if any(scale * total + per_component * count < 0.5 * total for total, count, _ in usable):
+        return scale_only, 0.0
+    return scale, per_component
 
 
 def build_lut(
@@ -212,11 +234,11 @@ def build_lut(
     points = []
     for config, timing in zip(calibration_configs, timings[len(components):]):
         keys = component_keys(config)
-        points.append((lut.sum_ms(config), timing.stats.median_ms))
+        points.append((lut.sum_ms(config), len(keys), timing.stats.median_ms))
         lut.calibration.append({"config": config.to_dict(), "measured_ms": timing.stats.median_ms,
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:
-        lut.scale, lut.constant_ms = _fit_overhead(points)
+        lut.scale, lut.per_component_ms = _fit_overhead(points)
     return lut
 
 

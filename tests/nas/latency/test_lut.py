@@ -96,3 +96,18 @@ def test_a_design_space_file_plugs_in(tmp_path, nas):
     missing = nas("latency", "build-lut", "--device", "local", "--space", str(tmp_path / "none.yaml"),
                   "--out", str(tmp_path / "lut.json"))
     assert missing.returncode == 2 and "none.yaml" in missing.stderr
+
+
+def test_overhead_fit_recovers_scale_and_per_component_cost():
+    """measured = 1.1 * sum - 8 us per component: the fit finds both terms; degenerate or tiny
+    calibrations fall back to one scale."""
+    from nas.latency.lut import _fit_overhead
+
+    networks = [(total, count) for total, count in ((0.6, 8), (1.2, 14), (3.0, 10), (5.5, 20), (9.0, 16), (17.0, 24))]
+    points = [(total, count, 1.1 * total - 0.008 * count) for total, count in networks]
+    scale, per_component = _fit_overhead(points)
+    assert scale == pytest.approx(1.1, rel=1e-9) and per_component == pytest.approx(-0.008, rel=1e-6)
+    # Three networks are too few for two terms; the same components-to-sum ratio cannot separate them.
+    assert _fit_overhead(points[:3])[1] == 0.0
+    assert _fit_overhead([(1.0, 10, 1.2), (2.0, 20, 2.4), (3.0, 30, 3.6), (4.0, 40, 4.8)]) == pytest.approx((1.2, 0.0))
+    assert _fit_overhead([]) == (1.0, 0.0)
