@@ -26,18 +26,20 @@ DEFAULT_REMOTE_DIR = "/data/local/tmp/shufflenas"
 INSTALL_HINT = ("build onnxruntime_perf_test for Android (onnxruntime: ./build.sh --android --android_abi arm64-v8a "
                 "...), adb push it to /data/local/tmp/ and pass --benchmark-binary /data/local/tmp/onnxruntime_perf_test")
 
-_LINE = re.compile(r"^\s*(Average inference time cost|Min Latency|Max Latency|P50 Latency|P90 Latency)\s*:\s*"
-                   r"([0-9.eE+-]+)\s*(ms|s)?", re.MULTILINE)
+# "P50 Latency: 0.0123 s" (performance_runner.cc today), "P50 Latency is 0.0123sec" (older).
+_LINE = re.compile(r"^\s*(Average inference time cost|Min Latency|Max Latency|P50 Latency|P90 Latency)\s*(?::|is)\s*"
+                   r"([0-9.eE+-]+)\s*(ms|sec|s)?", re.MULTILINE)
 
 
 def parse_perf_test_output(text: str) -> Stats:
     """Median, p10 (min) and p90 in ms from onnxruntime_perf_test's summary."""
     values: dict[str, float] = {}
     for name, number, unit in _LINE.findall(text):
-        values[name] = float(number) * (1000.0 if unit == "s" else 1.0)
+        values[name] = float(number) * (1000.0 if unit in ("s", "sec") else 1.0)
     median = values.get("P50 Latency", values.get("Average inference time cost"))
     if median is None or "P90 Latency" not in values:
-        raise DeviceError("the benchmark binary printed no latency summary (is it onnxruntime_perf_test?)")
+        raise DeviceError("the benchmark binary printed no latency percentiles (is it onnxruntime_perf_test, "
+                          "run with -s?)")
     low = values.get("Min Latency", median)
     p90 = values["P90 Latency"]
     return Stats(median, low, p90, (p90 - low) / median if median > 0 else 0.0, 0)
@@ -113,7 +115,8 @@ class AdbDevice(Device):
         for model in models:
             remote = f"{self.remote_dir}/{Path(model).name}"
             self._adb("push", str(model), remote, timeout=settings.timeout_s)
-            common = f"-m times -x {int(settings.threads)} -I {shlex.quote(remote)}"
+            # -s prints the percentiles; -I generates the input (no test_data_set folder on the phone).
+            common = f"-m times -s -x {int(settings.threads)} -I {shlex.quote(remote)}"
             warmup = f"{binary} -r {max(1, int(settings.warmup))} {common} >/dev/null && " if settings.warmup else ""
             text = self._shell(f"{warmup}{binary} -r {int(settings.runs)} {common}; rc=$?; rm -f {shlex.quote(remote)}; "
                                f"exit $rc", timeout=settings.timeout_s)

@@ -47,7 +47,8 @@ esac
 """
 
 FAKE_PERF_TEST = r'''#!{python}
-# Stand-in for onnxruntime_perf_test on the phone: same flags, same summary lines.
+# Stand-in for onnxruntime_perf_test on the phone: same flags, same summary lines (as printed by
+# onnxruntime/test/perftest/performance_runner.cc: percentiles in seconds, and only with -s).
 import sys, time, numpy as np, onnxruntime as ort
 args = sys.argv[1:]
 runs = int(args[args.index("-r") + 1]); threads = int(args[args.index("-x") + 1]); model = args[-1]
@@ -62,10 +63,11 @@ times.sort()
 pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]
 print(f"Total inference requests: {{runs}}")
 print(f"Average inference time cost: {{1000 * sum(times) / runs}} ms")
-print(f"Min Latency: {{times[0]}} s")
-print(f"Max Latency: {{times[-1]}} s")
-print(f"P50 Latency: {{pick(0.5)}} s")
-print(f"P90 Latency: {{pick(0.9)}} s")
+if "-s" in args:  # the real binary prints percentiles only with -s (PerformanceResult::DumpToFile)
+    print(f"Min Latency: {{times[0]}} s")
+    print(f"Max Latency: {{times[-1]}} s")
+    print(f"P50 Latency: {{pick(0.5)}} s")
+    print(f"P90 Latency: {{pick(0.9)}} s")
 '''
 
 
@@ -128,5 +130,11 @@ def test_parse_perf_test_summary():
     stats = parse_perf_test_output("Average inference time cost: 12.5 ms\nMin Latency: 0.010 s\n"
                                    "P50 Latency: 0.012 s\nP90 Latency: 0.0135 s\n")
     assert (stats.median_ms, stats.p10_ms, stats.p90_ms) == pytest.approx((12.0, 10.0, 13.5))
+    # Older releases (the perftest README's sample) wrote "P50 Latency is 0.0587108sec".
+    older = parse_perf_test_output("Min Latency is 0.0559777sec\nP50 Latency is 0.0587108sec\n"
+                                   "P90 Latency is 0.0599845sec\n")
+    assert (older.median_ms, older.p10_ms, older.p90_ms) == pytest.approx((58.7108, 55.9777, 59.9845))
     with pytest.raises(DeviceError):
         parse_perf_test_output("Segmentation fault")
+    with pytest.raises(DeviceError, match="-s"):  # the average alone, as printed without -s
+        parse_perf_test_output("Average inference time cost: 12.5 ms\n")
