@@ -4,14 +4,17 @@
    budget (presets off); prints the hypervolume of the accuracy-MFLOPs front (reference:
    accuracy 0, MFLOPs = budget) as mean +- sd over seeds, and its ratio to random's.
 2. The search's answer against the paper's 1x g3 preset (same proxy recipe). Picking the best
-   of many noisy scores flatters the winner, so the answer is chosen in two stages, as a
-   final NAS step would: the top `--finalists` configs of all searches (by proxy score) are
-   re-trained with seeds 100.., the best mean is the answer, and only then are the answer and
-   the paper's model trained with seeds 200.. that took no part in any choice.
+   of many noisy scores flatters the winner (seed noise is as large as the gaps), so the
+   answer is chosen by racing, as a final NAS step would: the top `--finalists` distinct
+   configs of all searches by proxy score are re-trained with seeds 100-101, the best
+   `--survivors` of those with seeds 102-104 as well, and the best mean over seeds 100-104 is
+   the answer. Only then are the answer and the paper's model trained with `--final-seeds`
+   fresh seeds (200..) that took no part in any choice. "Beats" means a one-sided exact
+   permutation test of the mean gap gives p < 0.05.
 Studies already complete in `--storage` are reused, so the final stage can be re-run alone.
 
-Run: .venv/bin/python benchmarks/search_quality.py [--trials 16] [--seeds 3] [--train-size 10000]
-(~15-25 minutes on 2 cores with the defaults).
+Run: .venv/bin/python benchmarks/search_quality.py [--trials 32] [--seeds 3] [--train-size 10000]
+(~30 minutes on 2 cores with the defaults; `--storage FILE` keeps the studies for a re-run).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import optuna
 
-from nas.analysis import hypervolume, objective_value
+from nas.analysis import hypervolume, objective_value, permutation_p_value
 from nas.data import load_data
 from nas.records import load_records
 from nas.summary import best_record
@@ -41,7 +44,8 @@ def run_search(storage: Path, study: str, sampler: str, seed: int, args: argpars
     command = [
         sys.executable, "-m", "nas.cli", "search", "--budget", args.budget, "--n-trials", str(args.trials),
         "--sampler", sampler, "--seed", str(seed), "--storage", str(storage), "--study", study, "--no-presets",
-        "--train-size", str(args.train_size), "--epochs", str(args.epochs), "--quiet",
+        "--train-size", str(args.train_size), "--epochs", str(args.epochs), "--seeds", str(args.trial_seeds),
+        "--quiet",
     ]
     subprocess.run(command, check=True, capture_output=True, text=True)
     return time.perf_counter() - started
@@ -67,12 +71,15 @@ def front_hypervolume(records, budget_mflops: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="140M")
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--retrain-seeds", type=int, default=3)
-    parser.add_argument("--finalists", type=int, default=5)
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated, from tpe,nsga2,random")
+    parser.add_argument("--trial-seeds", type=int, default=1, help="seeds per trial (nas search --seeds)")
+    parser.add_argument("--finalists", type=int, default=12, help="configs re-trained in the first racing round")
+    parser.add_argument("--survivors", type=int, default=4, help="configs re-trained in the second racing round")
+    parser.add_argument("--final-seeds", type=int, default=8, help="fresh seeds for the final comparison")
     parser.add_argument("--storage", type=Path, default=None, help="Keep the studies in this SQLite file.")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -80,11 +87,14 @@ def main() -> None:
     from nas.budget import parse_budget
 
     budget_mflops = parse_budget(args.budget) / 1e6
-    results: dict[str, list[float]] = {s: [] for s in SAMPLERS}
+    samplers = [name.strip() for name in args.samplers.split(",") if name.strip()]
+    if not samplers or set(samplers) - set(SAMPLERS):
+        parser.error(f"--samplers takes names from {','.join(SAMPLERS)}")
+    results: dict[str, list[float]] = {s: [] for s in samplers}
     best_configs = []
     for seed in range(args.seeds):
-        for sampler in SAMPLERS:
-            name = f"{sampler}-seed{seed}"
+        for sampler in samplers:
+            name = f"{sampler}-seed{seed}" + (f"-x{args.trial_seeds}" if args.trial_seeds > 1 else "")
             done = storage.exists() and finished_trials(storage, name) >= args.trials
             seconds = 0.0 if done else run_search(storage, name, sampler, seed, args)
             study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage}")
@@ -97,37 +107,35 @@ def main() -> None:
 
     print(f"\nHypervolume of the accuracy-MFLOPs front after {args.trials} trials at {args.budget} "
           f"({args.seeds} seeds, train-size {args.train_size}, {args.epochs} epoch(s)):")
-    random_mean = statistics.fmean(results["random"])
-    for sampler in SAMPLERS:
+    random_mean = statistics.fmean(results["random"]) if "random" in results else float("nan")
+    for sampler in samplers:
         values = results[sampler]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"  {sampler:7s} {statistics.fmean(values):8.2f} +- {spread:5.2f}   ratio to random {statistics.fmean(values) / random_mean:.3f}")
 
     recipe = Recipe(epochs=args.epochs, train_size=args.train_size)
     data = prepare_data(load_data(), recipe)
-    retrain_seeds = [100 + s for s in range(args.retrain_seeds)]
-
-    def retrained(config) -> list[float]:
-        return [train_config(config, data, recipe, seed=s).accuracy for s in retrain_seeds]
-
     paper = get_preset("shufflenet_v1_1.0x_g3")
     unique: dict[str, tuple] = {}
     for sampler, seed, record in sorted(best_configs, key=lambda item: -item[2].accuracy):
         unique.setdefault(record.config.to_json(), (sampler, seed, record))
-    finalists = list(unique.values())[: args.finalists]
-    selection_seeds = [100 + s for s in range(args.retrain_seeds)]
-    final_seeds = [200 + s for s in range(args.retrain_seeds)]
+    final_seeds = [200 + s for s in range(args.final_seeds)]
 
     def trained(config, seeds) -> list[float]:
         return [train_config(config, data, recipe, seed=s).accuracy for s in seeds]
 
-    print(f"\nFinalists (top {len(finalists)} distinct configs by proxy score) re-trained with seeds {selection_seeds}:")
-    scored = []
-    for sampler, seed, record in finalists:
-        values = trained(record.config, selection_seeds)
-        scored.append((statistics.fmean(values), sampler, seed, record))
-        print(f"  {record.config.short_name} ({record.mflops:.1f}M, proxy {record.accuracy:.4f}): {statistics.fmean(values):.4f}")
-    _, sampler, seed, answer = max(scored, key=lambda item: item[0])
+    scores: dict[str, list[float]] = {}
+    contenders = list(unique.values())[: args.finalists]
+    for round_seeds, keep in (([100, 101], args.survivors), ([102, 103, 104], 1)):
+        print(f"\nRacing: {len(contenders)} configs re-trained with seeds {round_seeds} "
+              f"(mean over all re-training seeds so far):")
+        for sampler, seed, record in contenders:
+            key = record.config.to_json()
+            scores.setdefault(key, []).extend(trained(record.config, round_seeds))
+            print(f"  {record.config.short_name} ({record.mflops:.1f}M, proxy {record.accuracy:.4f}): "
+                  f"{statistics.fmean(scores[key]):.4f}", flush=True)
+        contenders = sorted(contenders, key=lambda item: -statistics.fmean(scores[item[2].config.to_json()]))[:keep]
+    sampler, seed, answer = contenders[0]
     paper_scores = trained(paper, final_seeds)
     answer_scores = trained(answer.config, final_seeds)
     print(f"\nFinal comparison with fresh seeds {final_seeds} (same recipe):")
@@ -135,9 +143,16 @@ def main() -> None:
     print(f"  search's answer ({sampler}, seed {seed}, trial {answer.number}, {answer.mflops:.1f} MFLOPs, "
           f"{answer.config.short_name}): {statistics.fmean(answer_scores):.4f} +- {statistics.stdev(answer_scores):.4f}")
     gap = statistics.fmean(answer_scores) - statistics.fmean(paper_scores)
-    noise = max(statistics.stdev(paper_scores), statistics.stdev(answer_scores))
-    verdict = "beats" if gap > noise else ("ties with (gap inside the seed noise)" if gap > -noise else "loses to")
-    print(f"  the search {verdict} the paper's hand design: {gap:+.4f}")
+    p_better = permutation_p_value(answer_scores, paper_scores)
+    p_worse = permutation_p_value(paper_scores, answer_scores)
+    if p_better < 0.05:
+        verdict = "beats"
+    elif p_worse < 0.05:
+        verdict = "loses to"
+    else:
+        verdict = "ties with (gap inside the seed noise)"
+    print(f"  the search {verdict} the paper's hand design: {gap:+.4f} "
+          f"(one-sided permutation p = {min(p_better, p_worse):.3f} over {len(final_seeds)} + {len(final_seeds)} seeds)")
     print(f"\nstudies kept in {storage}")
 
 

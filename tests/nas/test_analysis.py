@@ -258,3 +258,21 @@ def test_filter_records():
     assert [r.number for r in filter_records(records, groups=[8])] == [1, 3]
     assert [r.number for r in filter_records(records, mflops_range=(40, 138))] == [0, 3]
     assert not math.isnan(sum(r.accuracy for r in filter_records(records)))
+
+
+def test_permutation_p_value_exact_and_sampled() -> None:
+    from nas.analysis import permutation_p_value
+
+    # Completely separated groups of 3 + 3: only the observed split is as extreme, 1 of 20.
+    assert permutation_p_value([0.9, 0.91, 0.92], [0.8, 0.81, 0.82]) == pytest.approx(1 / 20)
+    # Reversed, every split is at least as large as the (most negative) observed one.
+    assert permutation_p_value([0.8, 0.81, 0.82], [0.9, 0.91, 0.92]) == pytest.approx(1.0)
+    # Identical scores: no evidence at all.
+    assert permutation_p_value([0.5, 0.5], [0.5, 0.5]) == pytest.approx(1.0)
+    # Overlapping noisy groups give a middling p; the sampled path agrees with the exact one.
+    a, b = [0.85, 0.84, 0.86, 0.83, 0.85, 0.84], [0.84, 0.83, 0.85, 0.82, 0.84, 0.86]
+    exact = permutation_p_value(a, b)
+    assert 0.1 < exact < 0.6
+    assert permutation_p_value(a, b, max_exact=10, samples=20_000) == pytest.approx(exact, abs=0.02)
+    with pytest.raises(ValueError):
+        permutation_p_value([], [0.1])
