@@ -123,7 +123,10 @@ def _completed(db: Path) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_search_resumes_without_losing_trials(tmp_path, sig) -> None:
     db = tmp_path / "killed.db"
-    args = [sys.executable, "-m", "nas.cli", "search", "--budget", "40M", "--n-trials", "4", "--storage", str(db),
+    # Enough trials that the signal lands mid-search: a 40M trial on 1500 images takes about a
+    # second with the fast build, and a search that already finished cannot be interrupted.
+    trials = 10
+    args = [sys.executable, "-m", "nas.cli", "search", "--budget", "40M", "--n-trials", str(trials), "--storage", str(db),
             "--study", "killed", "--workers", "1", "--train-size", "1500", "--val-size", "100", "--no-presets",
             "--threads", "1", "--quiet"]
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -141,7 +144,7 @@ def test_interrupted_search_resumes_without_losing_trials(tmp_path, sig) -> None
     assert resumed.returncode == 0, resumed.stderr
     study = load(db, "killed")
     assert set(before) <= set(_completed(db))
-    assert states(study) == {"COMPLETE": 4, "FAIL": 1}
+    assert states(study) == {"COMPLETE": trials, "FAIL": 1}
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))[0]
     if sig == signal.SIGKILL:
         assert failed.user_attrs["fail_reason"].startswith("interrupted")
