@@ -108,7 +108,7 @@ class ShuffleUnit(nn.Module):
         if _hooked(self.pw1, self.bn1, self.dw, self.bn2, self.pw2, self.bn3):
             return False  # hooks (MAC counters, profilers) must see every layer run
         batch, _, height, width = x.shape
-        return packed.available() or uses_bmm(self.pw1.mode, self.pw1.groups, batch, height, width)
+        return packed.usable_for(x) or uses_bmm(self.pw1.mode, self.pw1.groups, batch, height, width)
 
     def train(self, mode: bool = True) -> ShuffleUnit:
         self._folded = None
@@ -178,10 +178,10 @@ def _folding_inference(module: nn.Module, x: torch.Tensor) -> bool:
 
 def _fold_key(module: nn.Module, x: torch.Tensor) -> tuple:
     """What a fold of ``module``'s layers depends on: the input shape (packed layouts are
-    chosen per shape), whether packed convs run, and every parameter and buffer (in-place
+    chosen per shape), whether packed convs run (oneDNN on, float32), and every parameter and buffer (in-place
     updates bump ``_version``; new storage changes the pointer)."""
     tensors = [t for m in module.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
-    return (tuple(x.shape), packed.available(), tuple((t.data_ptr(), t._version) for t in tensors))
+    return (tuple(x.shape), packed.usable_for(x), tuple((t.data_ptr(), t._version) for t in tensors))
 
 
 class ShuffleNetV1(nn.Module):
@@ -227,7 +227,7 @@ class ShuffleNetV1(nn.Module):
     def _can_fold_stem(self, x: torch.Tensor) -> bool:
         """Inference with oneDNN packed convs: the stem's BN folds into its conv, ReLU fused."""
         stem = self.stem
-        return (not self.training and not torch.is_grad_enabled() and not exporting() and packed.available()
+        return (not self.training and not torch.is_grad_enabled() and not exporting() and packed.usable_for(x)
                 and isinstance(stem.bn, nn.BatchNorm2d) and isinstance(stem.relu, nn.ReLU)
                 and not _hooked(stem.conv, stem.bn, stem.relu))
 

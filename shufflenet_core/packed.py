@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["PackedConv", "available", "pack_conv", "run_packed"]
+__all__ = ["PackedConv", "available", "pack_conv", "run_packed", "usable_for"]
 
 
 def _ops():
@@ -30,6 +30,12 @@ def available() -> bool:
         return bool(ops._convolution_pointwise and ops._reorder_convolution_weight)
     except (AttributeError, RuntimeError):
         return False
+
+
+def usable_for(x: torch.Tensor) -> bool:
+    """Whether an input like ``x`` can take the packed path (oneDNN available, float32 on CPU;
+    oneDNN has no float64 convs, and other types are left to PyTorch's own kernels)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and available()
 
 
 class PackedConv(NamedTuple):

@@ -101,3 +101,14 @@ def test_run_packed_fuses_bias_residual_and_relu() -> None:
         fused = packed.run_packed(conv, x, relu=True, residual=residual)
         torch.testing.assert_close(fused, (reference + residual).relu(), atol=1e-5, rtol=1e-5)
         assert fused.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_float64_inference_takes_the_bmm_fold() -> None:
+    """oneDNN has no float64 convs: a double model in eval must still run, on the bmm fold."""
+    config = ShuffleNetConfig.from_width(3, 0.5, num_classes=10, input_size=32)
+    fast, plain = _pair(config)
+    fast, plain = fast.double(), plain.double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-10, rtol=1e-10)
+    assert not isinstance(fast.stages[0][0]._folded[1][0], packed.PackedConv)
