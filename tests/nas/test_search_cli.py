@@ -123,14 +123,16 @@ def _completed(db: Path) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_search_resumes_without_losing_trials(tmp_path, sig) -> None:
     db = tmp_path / "killed.db"
-    # Enough trials that the signal lands mid-search: a 40M trial on 1500 images takes well
-    # under a second with the fast build, and a search that already finished cannot be
-    # interrupted (with 4, then 10 trials, a loaded CI machine saw the search end first).
-    trials = 30
+    # Enough trials that the signal lands mid-search (a 40M trial on 1500 images takes about
+    # a second): a search that already finished cannot be interrupted.
+    trials = 10
     args = [sys.executable, "-m", "nas.cli", "search", "--budget", "40M", "--n-trials", str(trials), "--storage", str(db),
             "--study", "killed", "--workers", "1", "--train-size", "1500", "--val-size", "100", "--no-presets",
             "--threads", "1", "--quiet"]
-    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C in a terminal: SIGINT at its default. A suite started in the background by a
+    # non-interactive shell has SIGINT ignored, the search would inherit that and run to its end.
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(lambda: len(_completed(db)) >= 1 and states(load(db, "killed")).get("RUNNING"), 240, process)
     before = _completed(db)
     process.send_signal(sig)
