@@ -110,6 +110,9 @@ class LatencyLUT:
     constant_ms: float = 0.0
     per_component_ms: float = 0.0
     calibration: list[dict[str, Any]] = field(default_factory=list)
+    holdout: list[dict[str, Any]] = field(default_factory=list)
+    """Networks measured in the build session but kept out of the fit: a check of the table
+    that a later change of load on a shared machine cannot skew (see :func:`build_lut`)."""
     space: str = ""
     created: str = ""
 
@@ -143,8 +146,12 @@ class LatencyLUT:
             "device": self.device, "settings": self.settings,
             "overhead": {"scale": self.scale, "per_component_ms": self.per_component_ms,
                          "constant_ms": self.constant_ms},
-            "calibration": self.calibration, "entries": dict(sorted(self.entries.items())),
+            "calibration": self.calibration, "holdout": self.holdout, "entries": dict(sorted(self.entries.items())),
         }
+
+    def holdout_report(self, tolerance: float = 0.10) -> ValidationReport:
+        """The held-out networks of the build session, as a validation report."""
+        return ValidationReport(tolerance, list(self.holdout))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -170,6 +177,7 @@ class LatencyLUT:
                    settings=data.get("settings", {}), scale=float(overhead.get("scale", 1.0)),
                    constant_ms=float(overhead.get("constant_ms", 0)),
                    per_component_ms=float(overhead.get("per_component_ms", 0)), calibration=data.get("calibration", []),
+                   holdout=data.get("holdout", []),
                    space=data.get("space", ""), created=data.get("created", ""))
 
 
@@ -204,12 +212,19 @@ def build_lut(
     covering: Iterable[ShuffleNetConfig],
     calibration_configs: Sequence[ShuffleNetConfig],
     *,
+    holdout_configs: Sequence[ShuffleNetConfig] = (),
     settings: RunSettings = RunSettings(rounds=5),
     space_name: str = "",
     max_components: int = 2000,
     progress: Callable[[str], None] = lambda message: None,
 ) -> LatencyLUT:
-    """Time every component the covering configs contain, then fit the overhead on whole nets."""
+    """Time every component the covering configs contain, then fit the overhead on whole nets.
+
+    ``holdout_configs`` are timed in the same interleaved session but left out of the fit;
+    their errors (``lut.holdout``) judge the table without the drift a shared machine shows
+    between sessions (the same networks measured minutes apart moved by up to 20% under CI
+    load, all in one direction).
+    """
     configs = list(covering)
     shapes = len({key for config in configs for key in component_keys(config)})
     if shapes > max_components:
@@ -226,19 +241,26 @@ def build_lut(
                                        in_channels=component.in_channels))
         calibration_paths = [export_config(config, Path(folder) / f"n{index:03d}.onnx")
                              for index, config in enumerate(calibration_configs)]
+        holdout_paths = [export_config(config, Path(folder) / f"h{index:03d}.onnx")
+                         for index, config in enumerate(holdout_configs)]
         progress(f"timing them on {device.spec}")
-        timings = device.measure(paths + calibration_paths, settings)
+        timings = device.measure(paths + calibration_paths + holdout_paths, settings)
     entries = {component.key: timing.stats.median_ms for component, timing in zip(components, timings)}
     lut = LatencyLUT(device=info, entries=entries, settings=_settings_dict(settings), space=space_name,
                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     points = []
-    for config, timing in zip(calibration_configs, timings[len(components):]):
+    network_timings = timings[len(components):]
+    for config, timing in zip(calibration_configs, network_timings):
         keys = component_keys(config)
         points.append((lut.sum_ms(config), len(keys), timing.stats.median_ms))
         lut.calibration.append({"config": config.to_dict(), "measured_ms": timing.stats.median_ms,
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:
         lut.scale, lut.per_component_ms = _fit_overhead(points)
+    for config, timing in zip(holdout_configs, network_timings[len(calibration_configs):]):
+        measured, predicted = timing.stats.median_ms, lut.predict(config)
+        lut.holdout.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,
+                            "error": (predicted - measured) / measured})
     return lut
 
 

@@ -21,8 +21,9 @@ SMALL_SPACE = default_space(groups=(3, 8), widths=(0.25, 0.5), depth_ranges=((1,
 def local_lut(tmp_path_factory):
     device = open_device("local")
     calibration = sample_distinct(SMALL_SPACE.sample, 6, seed=1)
-    lut = build_lut(device, SMALL_SPACE.covering(), calibration, settings=RunSettings(rounds=5),
-                    space_name=SMALL_SPACE.name)
+    holdout = sample_distinct(SMALL_SPACE.sample, 20, seed=1000)
+    lut = build_lut(device, SMALL_SPACE.covering(), calibration, holdout_configs=holdout,
+                    settings=RunSettings(rounds=5), space_name=SMALL_SPACE.name)
     path = lut.save(tmp_path_factory.mktemp("lut") / "local.json")
     return device, path
 
@@ -41,12 +42,22 @@ def test_table_covers_every_unit_shape_of_the_space(local_lut):
 
 
 def test_lut_predicts_random_configs_within_ten_percent(local_lut):
+    """20 random configs timed in the build session, kept out of the fit. A separate session
+    (`nas latency validate`) is what users run; here a shared CI machine once slowed by 20%
+    between two sessions, which says nothing about the table."""
     device, path = local_lut
     lut = LatencyLUT.load(path)
-    configs = sample_distinct(SMALL_SPACE.sample, 20, seed=1000)
-    report = validate_lut(device, lut, configs, settings=RunSettings(rounds=5))
-    assert len(report.rows) == 20
+    report = lut.holdout_report()
+    assert len(report.rows) == 20 and {row["config"] for row in report.rows} == {
+        config.short_name for config in sample_distinct(SMALL_SPACE.sample, 20, seed=1000)}
     assert report.within_share >= 0.80, json.dumps(report.to_dict(), indent=1)
+    # Predictions stored with the table are the table's own: recomputing them agrees.
+    configs = {c.short_name: c for c in sample_distinct(SMALL_SPACE.sample, 20, seed=1000)}
+    for row in report.rows:
+        assert row["predicted_ms"] == pytest.approx(lut.predict(configs[row["config"]]))
+    # And the separate-session path runs end to end (its share is not asserted: see above).
+    again = validate_lut(device, lut, list(configs.values())[:3], settings=RunSettings(runs=10))
+    assert len(again.rows) == 3 and all(row["measured_ms"] > 0 for row in again.rows)
 
 
 def test_evaluator_predicts_from_the_table_and_refuses_uncovered_shapes(local_lut):
