@@ -32,6 +32,7 @@ import optuna
 from nas.analysis import hypervolume, objective_value, permutation_p_value
 from nas.data import load_data
 from nas.records import load_records
+from nas.search import count_finished
 from nas.summary import best_record
 from nas.training import Recipe, prepare_data, train_config
 from shufflenet_core import get_preset
@@ -52,11 +53,12 @@ def run_search(storage: Path, study: str, sampler: str, seed: int, args: argpars
 
 
 def finished_trials(storage: Path, study: str) -> int:
+    """Finished trials as `nas search --n-trials` counts them (0 for a study not yet made)."""
     try:
         loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{storage}")
     except KeyError:
         return 0
-    return sum(1 for t in loaded.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    return count_finished(loaded)
 
 
 def front_hypervolume(records, budget_mflops: float) -> float:

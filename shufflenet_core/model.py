@@ -101,9 +101,9 @@ class ShuffleUnit(nn.Module):
     def _can_fold(self, x: torch.Tensor) -> bool:
         """Inference on NHWC maps: BNs fold into the convs before them (oneDNN packed convs
         for any shape, else the bmm path on the shapes where it is the fast one)."""
-        if not _folding_inference(self, x) or not isinstance(self.pw1, PointwiseConv2d):
+        if not _inference_without_autograd(self) or not is_channels_last(x):
             return False
-        if not isinstance(self.dw, DepthwiseConv2d) or self.pw2.mode == "conv":
+        if not isinstance(self.pw1, PointwiseConv2d) or not isinstance(self.dw, DepthwiseConv2d) or self.pw2.mode == "conv":
             return False
         if _hooked(self.pw1, self.bn1, self.dw, self.bn2, self.pw2, self.bn3):
             return False  # hooks (MAC counters, profilers) must see every layer run
@@ -118,9 +118,7 @@ class ShuffleUnit(nn.Module):
         """pw1+bn1, dw+bn2 and pw2+bn3 folded for inference on inputs shaped like ``x``,
         cached until a parameter or buffer changes (see :func:`_fold_key`)."""
         key = _fold_key(self, x)
-        if self._folded is None or self._folded[0] != key:
-            with torch.no_grad():
-                self._folded = (key, self._fold(x.shape, use_packed=key[1]))
+        self._folded = _refreshed(self._folded, key, lambda: self._fold(x.shape, use_packed=key[1]))
         return self._folded[1]
 
     def _fold(self, shape: torch.Size, *, use_packed: bool) -> tuple:
@@ -171,9 +169,17 @@ class ShuffleUnit(nn.Module):
         return torch.cat((self.shortcut(x), packed.run_packed(pw2, branch, relu=True)), dim=1)
 
 
-def _folding_inference(module: nn.Module, x: torch.Tensor) -> bool:
-    """Eval mode, no autograd, an NHWC map, no graph capture: BNs may fold into convs."""
-    return not module.training and not torch.is_grad_enabled() and is_channels_last(x) and not exporting()
+def _inference_without_autograd(module: nn.Module) -> bool:
+    """Eval mode, no autograd, no graph capture: BNs may fold into the convs before them."""
+    return not module.training and not torch.is_grad_enabled() and not exporting()
+
+
+def _refreshed(cache: tuple | None, key: tuple, build) -> tuple:
+    """``cache`` if it was built for ``key``, else ``(key, build())`` (built without autograd)."""
+    if cache is not None and cache[0] == key:
+        return cache
+    with torch.no_grad():
+        return key, build()
 
 
 def _fold_key(module: nn.Module, x: torch.Tensor) -> tuple:
@@ -227,18 +233,17 @@ class ShuffleNetV1(nn.Module):
     def _can_fold_stem(self, x: torch.Tensor) -> bool:
         """Inference with oneDNN packed convs: the stem's BN folds into its conv, ReLU fused."""
         stem = self.stem
-        return (not self.training and not torch.is_grad_enabled() and not exporting() and packed.usable_for(x)
-                and isinstance(stem.bn, nn.BatchNorm2d) and isinstance(stem.relu, nn.ReLU)
+        return (_inference_without_autograd(self) and packed.usable_for(x) and isinstance(stem.bn, nn.BatchNorm2d) and isinstance(stem.relu, nn.ReLU)
                 and not _hooked(stem.conv, stem.bn, stem.relu))
 
     def _folded_stem(self, x: torch.Tensor) -> packed.PackedConv:
-        key = _fold_key(self.stem, x)
-        if self._stem_folded is None or self._stem_folded[0] != key:
-            with torch.no_grad():
-                scale, shift = batch_norm_affine(self.stem.bn)
-                conv = packed.pack_conv(self.stem.conv.weight * scale.reshape(-1, 1, 1, 1), shift, stride=2,
-                                        groups=1, input_shape=x.shape)
-            self._stem_folded = (key, conv)
+        def fold() -> packed.PackedConv:
+            scale, shift = batch_norm_affine(self.stem.bn)
+            conv = self.stem.conv
+            return packed.pack_conv(conv.weight * scale.reshape(-1, 1, 1, 1), shift, stride=conv.stride[0],
+                                    groups=conv.groups, input_shape=x.shape)
+
+        self._stem_folded = _refreshed(self._stem_folded, _fold_key(self.stem, x), fold)
         return self._stem_folded[1]
 
     def train(self, mode: bool = True) -> ShuffleNetV1:

@@ -36,10 +36,9 @@ def proxy_check(
 
     import torch
     from rich.console import Console
-
-    from ..console import output_console
     from rich.table import Table
 
+    from ..console import output_console
     from ..data import load_data, validate_data_spec
     from ..errors import UserError
     from ..evaluators.zero_cost import ZeroCostEvaluator
