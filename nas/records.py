@@ -43,6 +43,7 @@ TRAIN_SECONDS = "train_seconds"
 EVALUATOR = "evaluator"  # str
 EPOCHS = "epochs"
 PRESET = "preset"  # str: set when the trial evaluates a named preset
+START_DESIGN = "start_design"  # int: index of the space-filling start setting the trial evaluates
 LATENCY_MS = "latency_ms"
 LATENCY_SOURCE = "latency_source"  # "measured" or "predicted"
 LATENCY_DEVICE = "latency_device"  # dict

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from shufflenet_core import PRESETS, complexity
-from search_spaces import DesignSpace, knobs_of, sample_configs
+from search_spaces import DesignSpace, knobs_of, sample_configs, start_design
 
 from . import __version__
 from . import records as R
@@ -37,6 +37,8 @@ __all__ = [
     "make_sampler",
     "prepare_study",
     "run_trials",
+    "start_trials_for",
+    "startup_count",
     "study_name_for",
 ]
 
@@ -68,6 +70,8 @@ class SearchSettings:
     threads: int | None = None
     objectives: tuple[str, ...] = ("accuracy", "mflops")
     presets: bool = True
+    start_trials: int | None = None
+    """Space-filling first trials (search_spaces.design); None: the sampler's start-up count."""
     prescreen: int = 0
     keep_weights: bool = False
     runs_dir: Path = Path("runs")
@@ -86,6 +90,27 @@ def directions_for(objectives: Sequence[str]) -> list[str]:
     return ["maximize" if index == 0 else "minimize" for index, _ in enumerate(objectives)]
 
 
+def startup_count(n_trials: int) -> int:
+    """Trials a model-based sampler takes before it models: a third of a short search, 4 to 10."""
+    return max(4, min(10, n_trials // 3))
+
+
+def start_trials_for(settings: SearchSettings) -> int:
+    """How many space-filling trials open a study.
+
+    By default the model-based samplers (tpe, nsga2) replace their random start-up with the
+    design; random search stays purely random (it is the baseline samplers are judged by), and
+    ``--prescreen`` starts from its own synflow-screened candidates instead.
+    """
+    if settings.start_trials is not None:
+        wanted = settings.start_trials
+    elif settings.sampler == "random" or settings.prescreen:
+        wanted = 0
+    else:
+        wanted = startup_count(settings.n_trials)
+    return min(wanted, settings.n_trials)
+
+
 def make_sampler(name: str, seed: int | None, n_objectives: int, n_trials: int) -> "optuna.samplers.BaseSampler":
     """Samplers tuned for short searches (tens of trials, not thousands)."""
     import optuna
@@ -93,7 +118,7 @@ def make_sampler(name: str, seed: int | None, n_objectives: int, n_trials: int) 
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
-        startup = max(4, min(10, n_trials // 3))
+        startup = startup_count(n_trials)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
     if name == "nsga2":
         population = max(4, min(20, n_trials // 3))
@@ -212,6 +237,7 @@ def prepare_study(settings: SearchSettings, budget: Budget, storage) -> "optuna.
         )
     else:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler, load_if_exists=True)
+    fresh = not study.get_trials(deepcopy=False)
     expected = _study_attrs(settings, budget)
     _check_compatible(study, expected)
     for key, value in expected.items():
@@ -223,6 +249,11 @@ def prepare_study(settings: SearchSettings, budget: Budget, storage) -> "optuna.
         for preset in preset_names_for(settings.space, budget.macs):
             study.enqueue_trial(knobs_of(PRESETS[preset].config), user_attrs={R.PRESET: preset}, skip_if_exists=False)
         study.set_user_attr("presets_enqueued", True)
+    if "start_design" not in study.user_attrs:  # a study made before the design gets none on resume
+        design = start_design(settings.space, start_trials_for(settings), seed=settings.seed) if fresh else []
+        for index, knobs in enumerate(design):
+            study.enqueue_trial(knobs, user_attrs={R.START_DESIGN: index}, skip_if_exists=True)
+        study.set_user_attr("start_design", len(design))
     if settings.prescreen and not study.user_attrs.get("prescreened"):
         _prescreen(study, settings, budget)
     return study

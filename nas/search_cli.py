@@ -55,6 +55,7 @@ class SearchRequest:
     quiet: bool
     backend: str = "local"
     ray_address: Optional[str] = None
+    start_trials: Optional[int] = None
     cpus_per_trial: Optional[int] = None
     max_concurrent: Optional[int] = None
 
@@ -173,6 +174,7 @@ def build_settings(request: SearchRequest) -> SearchSettings:
         threads=threads,
         objectives=objectives,
         presets=request.presets,
+        start_trials=request.start_trials,
         prescreen=request.prescreen,
         keep_weights=request.keep_weights,
         runs_dir=request.runs_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .design import start_design
 from .files import SpaceFileError, load_space
 from .sampling import RandomSuggester, knobs_of, sample_configs
 from .space import DesignSpace, solve_width, suggest, width_grid
@@ -14,6 +15,7 @@ __all__ = [
     "load_space",
     "sample_configs",
     "solve_width",
+    "start_design",
     "suggest",
     "width_grid",
 ]

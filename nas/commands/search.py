@@ -16,7 +16,9 @@ same command again resumes it. Every trial stores its config, MACs, params, accu
 epoch, timing and evaluator.
 
 Design space (default; --space FILE for yours, YAML/TOML/JSON): {DesignSpace().describe()}.
-Width is not sampled: it is solved so that each sample uses most of the budget.
+Width is not sampled: it is solved so that each sample uses most of the budget. The first
+trials (--start-trials) are a space-filling design from shallow-and-wide to deep-and-narrow,
+so the sampler sees the corners of the space before it models it.
 
 Accuracy (default --evaluator proxy): one epoch of real training on the embedded
 Fashion-MNIST subset (10k train / 2k validation images) at 32x32; see `nas proxy-check` for
@@ -49,6 +51,7 @@ def search(
     seeds: int = typer.Option(1, "--seeds", min=1, help="Train each candidate with this many seeds; accuracy is their mean (spread stored)."),
     objectives: str = typer.Option("accuracy,mflops", "--objectives", help="accuracy,mflops (Pareto), accuracy (single objective), or add latency: accuracy,mflops,latency."),
     presets: bool = typer.Option(True, "--presets/--no-presets", help="Also evaluate the paper's presets inside the budget, as reference points."),
+    start_trials: Optional[int] = typer.Option(None, "--start-trials", min=0, help="Open with this many space-filling trials, from all stages shallow (width solved wide) to all deep, groups and ratios balanced. Default: 4-10 for tpe and nsga2 (their random start-up), 0 for random."),
     prescreen: int = typer.Option(0, "--prescreen", min=0, help="Score this many random candidates with synflow first and start from the best."),
     keep_weights: bool = typer.Option(False, "--keep-weights", help="Save each trained trial's weights (for `nas export`)."),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="Stop trials that trail their MFLOPs peers (successive halving; needs --epochs >= 2)."),

@@ -210,6 +210,7 @@ def test_help_explains_the_space(nas) -> None:
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "groups [1, 2, 3, 4, 8]" in text and "solved to fill the budget" in text
+    assert "--start-trials" in text and "space-filling" in text
 
 
 def test_latency_constraint_and_objective_on_the_local_device(nas, tmp_path) -> None:
@@ -243,3 +244,21 @@ def test_re_proposed_configs_reuse_the_earlier_result(nas, tmp_path) -> None:
         assert trial.user_attrs["duplicate_of"] == 0 and trial.values == first.values
         assert trial.user_attrs["learning_curve"] == first.user_attrs["learning_curve"]
     assert result.stdout.count("g3 c") >= 1 and "│     1 │" not in result.stdout  # the front shows the config once
+
+
+def test_search_opens_with_the_space_filling_design_once(nas, tmp_path) -> None:
+    def search(db: Path, n_trials: int, *extra: str):
+        result = nas("search", "--budget", "140M", "--n-trials", str(n_trials), "--evaluator", "zero-cost",
+                     "--storage", str(db), "--workers", "1", "--no-presets", *extra)
+        assert result.returncode == 0, result.stderr
+        return load(db, "shufflenet-140M").get_trials()
+
+    db = tmp_path / "start.db"
+    opening = [t for t in search(db, 6) if "start_design" in t.user_attrs]
+    assert [t.number for t in opening] == [0, 1, 2, 3]  # tpe's start-up count for 6 trials, run first
+    shallowest = min(sum(ShuffleNetConfig.from_dict(t.user_attrs["config"]).stage_depths) for t in opening)
+    assert shallowest == 8  # every stage at its minimum depth, width solved to fill 140M
+    trials = search(db, 8)  # resuming adds trials, not a second design
+    assert len(trials) == 8 and sum("start_design" in t.user_attrs for t in trials) == 4
+    trials = search(tmp_path / "off.db", 2, "--start-trials", "0", "--sampler", "random", "--seed", "11")
+    assert not any("start_design" in t.user_attrs for t in trials)
