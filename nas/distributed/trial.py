@@ -51,7 +51,7 @@ class RayJob:
 def claim_trial(study: "optuna.Study", params: dict[str, Any], waiting_number: int | None) -> "optuna.trial.Trial":
     """A RUNNING trial of ``study`` with ``params`` fixed.
 
-    An enqueued trial (a preset) is claimed atomically, as Optuna's own ``ask`` does; if a
+    An enqueued trial (a preset or a start-design setting) is claimed atomically, as Optuna's own ``ask`` does; if a
     crashed attempt already used it, a new trial carries its user attributes instead.
     """
     import optuna
@@ -61,6 +61,9 @@ def claim_trial(study: "optuna.Study", params: dict[str, Any], waiting_number: i
     storage = study._storage
     inherited: dict[str, Any] = {}
     if waiting_number is not None:
+        # Reading the study's waiting trials first, as Optuna's own ask does, lets a cached
+        # storage know the trial: without it, the trial's first suggest fails (KeyError).
+        storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
         waiting_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(waiting_number))
         try:
             if storage.set_trial_state_values(waiting_id, state=TrialState.RUNNING):
