@@ -250,7 +250,9 @@ def prepare_study(settings: SearchSettings, budget: Budget, storage) -> "optuna.
             study.enqueue_trial(knobs_of(PRESETS[preset].config), user_attrs={R.PRESET: preset}, skip_if_exists=False)
         study.set_user_attr("presets_enqueued", True)
     if "start_design" not in study.user_attrs:  # a study made before the design gets none on resume
-        design = start_design(settings.space, start_trials_for(settings), seed=settings.seed) if fresh else []
+        room = settings.n_trials - len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        count = min(start_trials_for(settings), max(0, room)) if fresh else 0  # presets go first
+        design = start_design(settings.space, count, seed=settings.seed)
         for index, knobs in enumerate(design):
             study.enqueue_trial(knobs, user_attrs={R.START_DESIGN: index}, skip_if_exists=True)
         study.set_user_attr("start_design", len(design))

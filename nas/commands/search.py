@@ -51,7 +51,7 @@ def search(
     seeds: int = typer.Option(1, "--seeds", min=1, help="Train each candidate with this many seeds; accuracy is their mean (spread stored)."),
     objectives: str = typer.Option("accuracy,mflops", "--objectives", help="accuracy,mflops (Pareto), accuracy (single objective), or add latency: accuracy,mflops,latency."),
     presets: bool = typer.Option(True, "--presets/--no-presets", help="Also evaluate the paper's presets inside the budget, as reference points."),
-    start_trials: Optional[int] = typer.Option(None, "--start-trials", min=0, help="Open with this many space-filling trials, from all stages shallow (width solved wide) to all deep, groups and ratios balanced. Default: 4-10 for tpe and nsga2 (their random start-up), 0 for random."),
+    start_trials: Optional[int] = typer.Option(None, "--start-trials", min=0, help="Open with this many space-filling trials, from all stages shallow (width solved wide) to all deep, groups and ratios balanced. Default: 4-10 for tpe and nsga2 (their random start-up), 0 for random; presets run first and leave room."),
     prescreen: int = typer.Option(0, "--prescreen", min=0, help="Score this many random candidates with synflow first and start from the best."),
     keep_weights: bool = typer.Option(False, "--keep-weights", help="Save each trained trial's weights (for `nas export`)."),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="Stop trials that trail their MFLOPs peers (successive halving; needs --epochs >= 2)."),

@@ -20,10 +20,10 @@ SMALL_SPACE = default_space(groups=(3, 8), widths=(0.25, 0.5), depth_ranges=((1,
 @pytest.fixture(scope="module")
 def local_lut(tmp_path_factory):
     device = open_device("local")
-    calibration = sample_distinct(SMALL_SPACE.sample, 6, seed=1)
+    calibration = sample_distinct(SMALL_SPACE.sample, 12, seed=1)
     holdout = sample_distinct(SMALL_SPACE.sample, 20, seed=1000)
     lut = build_lut(device, SMALL_SPACE.covering(), calibration, holdout_configs=holdout,
-                    settings=RunSettings(rounds=5), space_name=SMALL_SPACE.name)
+                    settings=RunSettings(rounds=9, runs=100), space_name=SMALL_SPACE.name)
     path = lut.save(tmp_path_factory.mktemp("lut") / "local.json")
     return device, path
 
@@ -37,7 +37,7 @@ def test_table_covers_every_unit_shape_of_the_space(local_lut):
     assert any(key.startswith("stem:") for key in lut.entries) and any(key.startswith("head:") for key in lut.entries)
     data = json.loads(path.read_text())
     assert data["format"] == "shufflenas-latency-lut" and data["version"] == 1
-    assert data["device"]["arch"] and data["device"]["onnxruntime"] and len(data["calibration"]) == 6
+    assert data["device"]["arch"] and data["device"]["onnxruntime"] and len(data["calibration"]) == 12
     assert 0.5 < data["overhead"]["scale"] < 2.0
 
 
