@@ -15,6 +15,7 @@ over- and large ones under-predicted (80-88% within +-10% here); both terms gave
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -217,6 +218,8 @@ def build_lut(
     space_name: str = "",
     max_components: int = 2000,
     progress: Callable[[str], None] = lambda message: None,
+    max_fit_error: float = 0.05,
+    attempts: int = 3,
 ) -> LatencyLUT:
     """Time every component the covering configs contain, then fit the overhead on whole nets.
 
@@ -243,8 +246,30 @@ def build_lut(
                              for index, config in enumerate(calibration_configs)]
         holdout_paths = [export_config(config, Path(folder) / f"h{index:03d}.onnx")
                          for index, config in enumerate(holdout_configs)]
-        progress(f"timing them on {device.spec}")
-        timings = device.measure(paths + calibration_paths + holdout_paths, settings)
+        best: tuple[float, LatencyLUT] | None = None
+        for attempt in range(max(1, attempts)):
+            progress(f"timing them on {device.spec}" + (f" (again: attempt {attempt + 1})" if attempt else ""))
+            timings = device.measure(paths + calibration_paths + holdout_paths, settings)
+            lut = _table_from(timings, components, calibration_configs, holdout_configs, info, settings, space_name)
+            error = _fit_error(lut)
+            if best is None or error < best[0]:
+                best = (error, lut)
+            if error <= max_fit_error:
+                break
+            progress(f"the calibration networks fit only within {error:.1%} rms: the device was busy, timing again")
+    return best[1]
+
+
+def _fit_error(lut: LatencyLUT) -> float:
+    """RMS relative error of the fit on its own calibration networks. Large when the session's
+    component and network timings disagree (a burst of load on a shared machine); then every
+    prediction of that table is off by about as much, so the session is timed again."""
+    errors = [(lut.predict(ShuffleNetConfig.from_dict(row["config"])) - row["measured_ms"]) / row["measured_ms"]
+              for row in lut.calibration if row["measured_ms"] > 0]
+    return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else 0.0
+
+
+def _table_from(timings, components, calibration_configs, holdout_configs, info, settings, space_name) -> LatencyLUT:
     entries = {component.key: timing.stats.median_ms for component, timing in zip(components, timings)}
     lut = LatencyLUT(device=info, entries=entries, settings=_settings_dict(settings), space=space_name,
                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
