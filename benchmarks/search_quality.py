@@ -64,12 +64,13 @@ def finished_trials(storage: Path, study: str) -> int:
     return count_finished(loaded)
 
 
+def measured(records) -> list:
+    """Trials that were trained under the budget (not failed, pruned, over budget or skipped)."""
+    return [r for r in records if r.complete and r.feasible and not r.attrs.get("skipped")]
+
+
 def front_hypervolume(records, budget_mflops: float) -> float:
-    points = [
-        (objective_value(r, "accuracy"), objective_value(r, "mflops"))
-        for r in records
-        if r.complete and r.feasible and not r.attrs.get("skipped")
-    ]
+    points = [(objective_value(r, "accuracy"), objective_value(r, "mflops")) for r in measured(records)]
     return hypervolume(points, (0.0, budget_mflops), ("maximize", "minimize"))
 
 
@@ -81,10 +82,9 @@ def top_accuracy(records, count: int = 5) -> float:
     how good the configs a sampler proposes are (all samplers get the same number of trials).
     """
     best: dict[str, float] = {}
-    for r in records:
-        if r.complete and r.feasible and not r.attrs.get("skipped"):
-            key = r.config.to_json()
-            best[key] = max(best.get(key, 0.0), r.accuracy)
+    for r in measured(records):
+        key = r.config.to_json()
+        best[key] = max(best.get(key, 0.0), r.accuracy)
     ranked = sorted(best.values(), reverse=True)[:count]
     return statistics.fmean(ranked) if ranked else float("nan")
 
@@ -125,8 +125,8 @@ def main() -> None:
             results[sampler].append(volume)
             tops[sampler].append(top_accuracy(records))
             best = best_record(records)
-            best_configs.extend((sampler, seed, r) for r in records if r.complete and r.feasible and not r.attrs.get("skipped"))
-            cheapest = min((r.mflops for r in records if r.complete and r.feasible and not r.attrs.get("skipped")), default=float("nan"))
+            best_configs.extend((sampler, seed, r) for r in measured(records))
+            cheapest = min((r.mflops for r in measured(records)), default=float("nan"))
             print(f"{name}: hypervolume {volume:.2f} (cheapest {cheapest:.1f}M) in {seconds:.0f} s; best {best.accuracy:.4f} "
                   f"at {best.mflops:.1f}M; top-5 mean {tops[sampler][-1]:.4f}", flush=True)
 

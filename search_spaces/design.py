@@ -50,7 +50,8 @@ def start_design(space: DesignSpace, count: int, *, seed: int | None = 0) -> lis
     if count <= 0:
         return []
     rng = np.random.default_rng(seed)
-    levels = [_depth_levels(count)[i] for i in rng.permutation(count)]
+    evenly = _depth_levels(count)
+    levels = [evenly[i] for i in rng.permutation(count)]
     groups = _balanced(space.groups, count, rng)
     ratios = _balanced(space.bottleneck_ratios, count, rng)
     stems = _balanced(space.stem_channels, count, rng)

@@ -51,8 +51,9 @@ class RayJob:
 def claim_trial(study: "optuna.Study", params: dict[str, Any], waiting_number: int | None) -> "optuna.trial.Trial":
     """A RUNNING trial of ``study`` with ``params`` fixed.
 
-    An enqueued trial (a preset or a start-design setting) is claimed atomically, as Optuna's own ``ask`` does; if a
-    crashed attempt already used it, a new trial carries its user attributes instead.
+    An enqueued trial (a preset or a start-design setting) is claimed atomically, as Optuna's
+    own ``ask`` does; if a crashed attempt already used it, a new trial carries its user
+    attributes instead.
     """
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
