@@ -33,11 +33,11 @@ from pathlib import Path
 import optuna
 
 from nas.analysis import hypervolume, objective_value, permutation_p_value
-from nas.data import load_data
+from nas.evaluation.data import load_data
 from nas.records import load_records
-from nas.search import count_finished
-from nas.summary import best_record
-from nas.training import Recipe, prepare_data, train_config
+from nas.engine.study import count_finished
+from nas.reporting.summary import best_record
+from nas.evaluation.training import Recipe, prepare_data, train_config
 from shufflenet_core import get_preset
 
 SAMPLERS = ("tpe", "nsga2", "random")

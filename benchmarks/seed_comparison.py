@@ -17,8 +17,8 @@ import statistics
 
 from nas.analysis import permutation_p_value
 from nas.budget import parse_budget
-from nas.data import load_data
-from nas.training import Recipe, prepare_data, train_config
+from nas.evaluation.data import load_data
+from nas.evaluation.training import Recipe, prepare_data, train_config
 from search_spaces import DesignSpace, solve_width
 from shufflenet_core import PRESETS, ShuffleNetConfig, complexity, get_preset
 

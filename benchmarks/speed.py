@@ -27,7 +27,7 @@ BATCH = 128
 
 def proxy_resolution() -> int:
     try:
-        from nas.evaluators.proxy import DEFAULT_RECIPE
+        from nas.evaluation.proxy import DEFAULT_RECIPE
     except ImportError:  # the search package is optional for this benchmark
         return 32
     return DEFAULT_RECIPE.resolution

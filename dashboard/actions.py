@@ -81,7 +81,7 @@ def figure_png(figure: Any) -> bytes:
 def export_available() -> bool:
     """`nas export` exists in this installation (checked at run time, it may land later)."""
     try:
-        return importlib.util.find_spec("nas.export") is not None
+        return importlib.util.find_spec("nas.export.bundle") is not None
     except (ImportError, ValueError):
         return False
 

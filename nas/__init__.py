@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import UserError
+from nas.errors import UserError
 
 __all__ = ["UserError", "__version__"]
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from shufflenet_core import PAPER_STAGE2_CHANNELS
 
-from .records import TrialRecord
+from nas.records import TrialRecord
 
 __all__ = [
     "KNOBS",

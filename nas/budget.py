@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import UserError
+from nas.errors import UserError
 
 __all__ = ["PAPER_BUDGETS", "format_budget", "parse_budget"]
 

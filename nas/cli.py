@@ -11,8 +11,8 @@ from typing import Optional, Sequence
 import click
 import typer
 
-from . import __version__
-from .errors import UserError
+from nas import __version__
+from nas.errors import UserError
 
 app = typer.Typer(
     name="nas",
@@ -41,7 +41,7 @@ def _root(
 
 def _register() -> None:
     """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
-    from .commands import dashboard, export, presets, proxy_check, runs, search
+    from nas.commands import dashboard, export, presets, proxy_check, runs, search
 
     presets.register(app)
     search.register(app)
@@ -49,7 +49,7 @@ def _register() -> None:
     runs.register(app)
     export.register(app)
     dashboard.register(app)
-    from .commands import latency
+    from nas.commands import latency
 
     latency.register(app)
 

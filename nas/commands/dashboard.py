@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import UserError
+from nas.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 
@@ -54,7 +54,7 @@ def dashboard(
 
     A storage that does not exist yet is fine: the page says so and shows the search once it starts.
     """
-    from ..storage import resolve_storage_url
+    from nas.storage import resolve_storage_url
 
     try:
         import streamlit  # noqa: F401

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import UserError
+from nas.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +43,7 @@ def export(
         latency_budget=latency_budget, formats=formats, force=force, untrained=untrained,
         train_epochs=train_epochs, data=data, onnx_exporter=onnx_exporter,
     )
-    from ..export import run_export
+    from nas.export.bundle import run_export
 
     result = run_export(request, log=_log)
     card = result.card
@@ -57,7 +57,7 @@ def export(
 
 
 def _request(*, out, storage, study, trial, best, budget, latency_budget, formats, force, untrained, train_epochs, data, onnx_exporter):  # noqa: ANN001, ANN202, E501
-    from ..export import ExportRequest, parse_formats
+    from nas.export.bundle import ExportRequest, parse_formats
 
     if (trial is None) == (not best):
         raise UserError("choose the trial with exactly one of --trial N or --best")
@@ -70,12 +70,12 @@ def _request(*, out, storage, study, trial, best, budget, latency_budget, format
     if data is not None and train_epochs is None:
         raise UserError("--data is only used with --train-epochs N")
     if data is not None:
-        from ..data import validate_data_spec
+        from nas.evaluation.data import validate_data_spec
 
         data = validate_data_spec(data)
     budget_macs = None
     if budget is not None:
-        from ..budget import parse_budget
+        from nas.budget import parse_budget
 
         budget_macs = parse_budget(budget)
     return ExportRequest(
@@ -87,7 +87,7 @@ def _request(*, out, storage, study, trial, best, budget, latency_budget, format
 
 
 def _parse_latency(text: str) -> float:
-    from ..latency.budget import parse_latency
+    from nas.latency.budget import parse_latency
 
     return parse_latency(text)
 

@@ -20,7 +20,7 @@ def presets(
     MFLOPs follow the paper: multiply-accumulates of conv and FC layers. The 'conv' column
     leaves out the FC layer, as the paper's Table 1 does.
     """
-    from ..console import output_console
+    from nas.console import output_console
     from rich.table import Table
 
     from shufflenet_core import PRESETS, complexity

@@ -38,12 +38,12 @@ def proxy_check(
     from rich.console import Console
     from rich.table import Table
 
-    from ..console import output_console
-    from ..data import load_data, validate_data_spec
-    from ..errors import UserError
-    from ..evaluators.zero_cost import ZeroCostEvaluator
-    from ..fidelity import check_proxy, diverse_configs
-    from ..training import Recipe, prepare_data, train_config
+    from nas.console import output_console
+    from nas.evaluation.data import load_data, validate_data_spec
+    from nas.errors import UserError
+    from nas.evaluation.zero_cost import ZeroCostEvaluator
+    from nas.evaluation.proxy_trust import check_proxy, diverse_configs
+    from nas.evaluation.training import Recipe, prepare_data, train_config
 
     if threads:
         torch.set_num_threads(threads)

@@ -26,12 +26,12 @@ def list_runs(
 ) -> None:
     """One line per study: budget, objectives, trials by state, best result."""
     import optuna
-    from ..console import output_console
+    from nas.console import output_console
     from rich.table import Table
 
-    from ..records import load_records, study_info
-    from ..storage import open_storage
-    from ..summary import best_record, score_of
+    from nas.records import load_records, study_info
+    from nas.storage import open_storage
+    from nas.reporting.summary import best_record, score_of
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage or str(runs_dir / "shufflenas.db"), create=False)
@@ -61,12 +61,12 @@ def show_run(
 ) -> None:
     """The study's Pareto front and its trials."""
     import optuna
-    from ..console import output_console
+    from nas.console import output_console
     from rich.table import Table
 
-    from ..records import load_records, study_info
-    from ..storage import load_study, open_storage
-    from ..summary import front_table, knob_summary, score_of
+    from nas.records import load_records, study_info
+    from nas.storage import load_study, open_storage
+    from nas.reporting.summary import front_table, knob_summary, score_of
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage or str(runs_dir / "shufflenas.db"), create=False)

@@ -66,6 +66,6 @@ def search(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display (a line per trial instead)."),
 ) -> None:
     arguments = dict(locals())
-    from ..search_cli import SearchRequest, run_search_command
+    from nas.commands.search_request import SearchRequest, run_search_command
 
     run_search_command(SearchRequest(**arguments))

@@ -14,12 +14,12 @@ unknown host key, missing runtime), so a search should stop instead of failing e
 
 from __future__ import annotations
 
-from .budget import parse_latency
-from .cache import LatencyCache
-from .devices import Device, DeviceError, DeviceUnavailableError, RunSettings, Timing, open_device, summarize
-from .evaluator import LatencyEvaluator, LatencyResult
-from .lut import LatencyLUT
-from .measure import Measurement, measure_config
+from nas.latency.budget import parse_latency
+from nas.latency.cache import LatencyCache
+from nas.latency.devices import Device, DeviceError, DeviceUnavailableError, RunSettings, Timing, open_device, summarize
+from nas.latency.evaluator import LatencyEvaluator, LatencyResult
+from nas.latency.lut import LatencyLUT
+from nas.latency.measure import Measurement, measure_config
 
 __all__ = [
     "Device",

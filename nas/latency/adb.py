@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-from .devices import Device, DeviceError, DeviceUnavailableError, RunSettings, Stats, Timing
+from nas.latency.devices import Device, DeviceError, DeviceUnavailableError, RunSettings, Stats, Timing
 
 __all__ = ["AdbDevice", "parse_perf_test_output"]
 

@@ -255,15 +255,15 @@ def open_device(spec: str, **options: Any) -> Device:
     if not text:
         raise UserError("--device is empty; use local, ssh://[user@]host[:port] or adb[:serial]")
     if text == "local":
-        from .local import LocalDevice
+        from nas.latency.local import LocalDevice
 
         return LocalDevice(**_only(options, LocalDevice.OPTIONS, text))
     if text == "adb" or text.startswith("adb:"):
-        from .adb import AdbDevice
+        from nas.latency.adb import AdbDevice
 
         serial = text[4:] or None
         return AdbDevice(text, serial=serial, **_only(options, AdbDevice.OPTIONS, text))
-    from .ssh import SshDevice, parse_ssh_spec
+    from nas.latency.ssh import SshDevice, parse_ssh_spec
 
     target = parse_ssh_spec(text)
     return SshDevice(text, target, **_only(options, SshDevice.OPTIONS, text))

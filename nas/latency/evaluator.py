@@ -10,10 +10,10 @@ from typing import Any
 from nas.errors import UserError
 from shufflenet_core.config import ShuffleNetConfig
 
-from .cache import LatencyCache
-from .devices import Device, DeviceError, RunSettings
-from .lut import LatencyLUT
-from .measure import measure_config
+from nas.latency.cache import LatencyCache
+from nas.latency.devices import Device, DeviceError, RunSettings
+from nas.latency.lut import LatencyLUT
+from nas.latency.measure import measure_config
 
 __all__ = ["LatencyEvaluator", "LatencyResult"]
 

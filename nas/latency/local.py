@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .devices import RUNNER_PATH, DeviceError, DeviceUnavailableError, PythonRunnerDevice
+from nas.latency.devices import RUNNER_PATH, DeviceError, DeviceUnavailableError, PythonRunnerDevice
 
 __all__ = ["LocalDevice"]
 

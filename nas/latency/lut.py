@@ -28,8 +28,8 @@ from nas.errors import UserError
 from shufflenet_core.config import ShuffleNetConfig
 from shufflenet_core.structure import stem_output_size, unit_specs
 
-from .devices import Device, RunSettings
-from .measure import export_config, export_module
+from nas.latency.devices import Device, RunSettings
+from nas.latency.measure import export_config, export_module
 
 __all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "ValidationReport", "LUT_FORMAT"]
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from nas.errors import UserError
 
-from .devices import RUNNER_PATH, DeviceError, DeviceUnavailableError, PythonRunnerDevice
+from nas.latency.devices import RUNNER_PATH, DeviceError, DeviceUnavailableError, PythonRunnerDevice
 
 __all__ = ["SshDevice", "SshTarget", "parse_ssh_spec"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nas.data import Dataset, load_data, stratified_split, validate_data_spec
+from nas.evaluation.data import Dataset, load_data, stratified_split, validate_data_spec
 from nas.errors import UserError
 
 

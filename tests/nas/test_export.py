@@ -18,7 +18,7 @@ import torch
 
 from nas import records as keys
 from nas.errors import UserError
-from nas.export import check_output_folder, select_best, select_trial, write_atomically
+from nas.export.bundle import check_output_folder, select_best, select_trial, write_atomically
 from nas.records import load_records, study_info
 from shufflenet_core import ShuffleNetConfig, build_model, complexity
 
@@ -283,7 +283,7 @@ def test_failure_midway_leaves_the_old_folder_or_nothing(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_train_epochs_trains_on_real_data_and_reports_test_accuracy(nas, study_db: Path, tmp_path: Path) -> None:
     import shufflenet_core
-    from nas.data import load_data
+    from nas.evaluation.data import load_data
 
     out = tmp_path / "trained"
     result = nas("export", "--storage", str(study_db), "--study", STUDY, "--trial", "3", "--train-epochs", "1",

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from nas.fidelity import check_proxy, diverse_configs, kendall_tau, pooled_seed_sd, ranks, spearman
-from nas.multifidelity import below_top_fraction
+from nas.evaluation.proxy_trust import check_proxy, diverse_configs, kendall_tau, pooled_seed_sd, ranks, spearman
+from nas.engine.early_stopping import below_top_fraction
 from shufflenet_core import complexity
 
 

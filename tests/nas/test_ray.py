@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.distributed import ray_options_from
-from nas.distributed.cluster import check_reachable
+from nas.backends.ray import ray_options_from
+from nas.backends.ray.cluster import check_reachable
 from nas.errors import UserError
 from tests.conftest import REPO_ROOT, run_nas
 

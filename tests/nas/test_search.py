@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.search import SearchSettings, start_trials_for, startup_count
+from nas.engine.study import SearchSettings, start_trials_for, startup_count
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nas.records import StudyInfo, TrialRecord
-from nas.summary import best_record, seed_noise, ties_with_best
+from nas.reporting.summary import best_record, seed_noise, ties_with_best
 
 
 def record(number: int, accuracy: float | None, mflops: float, *, seeds=(), score=None, feasible=True) -> TrialRecord:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from nas.data import load_data
-from nas.training import Recipe, prepare_data, proxy_config, train_config
+from nas.evaluation.data import load_data
+from nas.evaluation.training import Recipe, prepare_data, proxy_config, train_config
 from shufflenet_core import get_preset
 
 RECIPE = Recipe(epochs=2, train_size=1500, val_size=500, resolution=32)

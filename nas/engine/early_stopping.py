@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from . import records as R
+from nas import records as R
 
 if TYPE_CHECKING:
     import optuna

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import AccuracyEvaluator, Evaluation
-from .proxy import DEFAULT_RECIPE, ProxyTrainingEvaluator
-from .zero_cost import ZeroCostEvaluator
+from nas.evaluation.base import AccuracyEvaluator, Evaluation
+from nas.evaluation.proxy import DEFAULT_RECIPE, ProxyTrainingEvaluator
+from nas.evaluation.zero_cost import ZeroCostEvaluator
 
 __all__ = ["DEFAULT_RECIPE", "AccuracyEvaluator", "Evaluation", "ProxyTrainingEvaluator", "ZeroCostEvaluator"]

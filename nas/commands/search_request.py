@@ -14,11 +14,11 @@ from typing import Optional
 
 from rich.console import Console
 
-from .console import output_console
-from .budget import format_budget, parse_budget
-from .errors import UserError
-from .objective import STOPPED_REASON
-from .search import SAMPLERS, Budget, SearchSettings
+from nas.console import output_console
+from nas.budget import format_budget, parse_budget
+from nas.errors import UserError
+from nas.engine.trial_runner import STOPPED_REASON
+from nas.engine.study import SAMPLERS, Budget, SearchSettings
 
 __all__ = ["SearchRequest", "build_settings", "run_search_command"]
 
@@ -93,8 +93,8 @@ def _objectives(text: str, has_device: bool) -> tuple[str, ...]:
 
 
 def _evaluator(request: SearchRequest, data_spec: str):
-    from .evaluators import ProxyTrainingEvaluator, ZeroCostEvaluator
-    from .training import Recipe
+    from nas.evaluation import ProxyTrainingEvaluator, ZeroCostEvaluator
+    from nas.evaluation.training import Recipe
 
     try:
         recipe = Recipe(
@@ -118,14 +118,14 @@ def _evaluator(request: SearchRequest, data_spec: str):
 
 
 def _latency(request: SearchRequest):
-    from .objective import LatencySettings
+    from nas.engine.trial_runner import LatencySettings
 
     if request.device is None:
         if request.latency_budget or request.lut:
             raise UserError("--latency-budget and --lut need --device (e.g. --device local)")
         return None
     try:
-        from .latency import parse_latency
+        from nas.latency import parse_latency
     except ImportError:
         raise UserError("latency support is not installed: pip install 'shufflenas[latency]'") from None
     budget_ms = parse_latency(request.latency_budget) if request.latency_budget else None
@@ -138,9 +138,9 @@ def build_settings(request: SearchRequest) -> SearchSettings:
     """Validate every argument (cheaply) and assemble the settings."""
     from search_spaces import DesignSpace, SpaceFileError, load_space
 
-    from .data import validate_data_spec
-    from .parallelism import default_parallelism
-    from .storage import resolve_storage_url
+    from nas.evaluation.data import validate_data_spec
+    from nas.backends.parallelism import default_parallelism
+    from nas.storage import resolve_storage_url
 
     if request.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {request.sampler!r}; use one of {', '.join(SAMPLERS)}")
@@ -187,15 +187,15 @@ def build_settings(request: SearchRequest) -> SearchSettings:
 def run_search_command(request: SearchRequest) -> None:
     import optuna
 
-    from .progress import SearchProgress
-    from .storage import describe_storage, open_storage, resolve_storage_url
+    from nas.reporting.progress import SearchProgress
+    from nas.storage import describe_storage, open_storage, resolve_storage_url
 
-    from .distributed import ray_options_from
+    from nas.backends.ray import ray_options_from
 
     ray_options = ray_options_from(request.backend, request.ray_address, request.cpus_per_trial, request.max_concurrent)
     settings = build_settings(request)
     if ray_options is not None:
-        from .distributed.driver import run_ray_search
+        from nas.backends.ray.backend import run_ray_search
 
         run_ray_search(request, settings, ray_options)
         return
@@ -235,7 +235,7 @@ def run_search_command(request: SearchRequest) -> None:
 def studies_to_run(settings: SearchSettings, storage, console: Console, studies: list):
     """Prepare each budget's study (appended to ``studies``); yield those with trials left to run
     as (budget, study, remaining trials, seconds left of --timeout or None)."""
-    from .search import count_finished, prepare_study
+    from nas.engine.study import count_finished, prepare_study
 
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     for budget in settings.budgets:
@@ -253,7 +253,7 @@ def studies_to_run(settings: SearchSettings, storage, console: Console, studies:
 
 def _probe_device(console: Console, latency) -> None:
     """Fail fast, with the device's own reason, before any trial is started."""
-    from .latency import open_device
+    from nas.latency import open_device
 
     if latency.lut_path and latency.device in ("", "lut"):
         return
@@ -263,9 +263,9 @@ def _probe_device(console: Console, latency) -> None:
 
 
 def _print_summary(console: Console, studies, url: str) -> None:
-    from .records import load_records, study_info
-    from .summary import best_record, front_table, knob_summary, score_of, seed_noise, ties_with_best
-    from .storage import describe_storage
+    from nas.records import load_records, study_info
+    from nas.reporting.summary import best_record, front_table, knob_summary, score_of, seed_noise, ties_with_best
+    from nas.storage import describe_storage
 
     for budget, study in studies:
         records = load_records(study)

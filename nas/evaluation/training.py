@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from shufflenet_core import ShuffleNetConfig, build_model
 from shufflenet_core.model import ShuffleUnit
 
-from .data import Dataset
+from nas.evaluation.data import Dataset
 
 __all__ = ["PreparedData", "Recipe", "TrainResult", "evaluate", "prepare_data", "proxy_config", "train_config"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserError
+from nas.errors import UserError
 
 __all__ = ["BACKENDS", "RayOptions", "ray_options_from"]
 
@@ -48,7 +48,7 @@ def ray_options_from(backend: str, ray_address: str | None, cpus_per_trial: int 
         raise UserError(f"--max-concurrent must be >= 1, got {max_concurrent}")
     address = ray_address.strip() if ray_address else None
     if address is not None and address != "auto":
-        from .cluster import parse_address
+        from nas.backends.ray.cluster import parse_address
 
         parse_address(address)
     return RayOptions(address=address, cpus_per_trial=cpus_per_trial or 1, max_concurrent=max_concurrent)

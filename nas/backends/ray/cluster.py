@@ -8,7 +8,7 @@ import socket
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..errors import UserError
+from nas.errors import UserError
 
 __all__ = ["check_reachable", "parse_address", "ray_session"]
 

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from shufflenet_core import ShuffleNetConfig, complexity
 
-from . import __version__
-from . import records as keys
-from .records import StudyInfo, TrialRecord
+from nas import __version__
+from nas import records as keys
+from nas.records import StudyInfo, TrialRecord
 
 if TYPE_CHECKING:
-    from .export import ExportRequest, WeightsSource
+    from nas.export.bundle import ExportRequest, WeightsSource
 
 __all__ = ["CARD_SCHEMA", "build_card", "render_markdown"]
 
-CARD_SCHEMA = "shufflenas.model_card/1"
+CARD_SCHEMA = "shufflenas.export.model_card/1"
 
 
 def build_card(
@@ -35,7 +35,7 @@ def build_card(
     files: Sequence[str],
     request: "ExportRequest",
 ) -> dict[str, Any]:
-    from .storage import describe_storage
+    from nas.storage import describe_storage
 
     cost = complexity(config)
     attrs = record.attrs

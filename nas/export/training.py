@@ -1,6 +1,6 @@
 """``nas export --train-epochs N``: train the chosen config longer, so what ships is usable.
 
-It reuses the search's trainer and recipe (``nas.training``) on the whole training split of
+It reuses the search's trainer and recipe (``nas.evaluation.training``) on the whole training split of
 the data set, shows a progress bar, and measures the held-out test split once at the end.
 The card records the recipe and the exact preprocessing (resolution, mean, std) a user must
 apply before feeding the exported model.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from shufflenet_core import ShuffleNetConfig
 
-from .errors import UserError
+from nas.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,8 +39,8 @@ def train_for_export(
 
     from shufflenet_core import build_model
 
-    from .data import load_data
-    from .training import Recipe, _to_tensor, evaluate, prepare_data, train_config
+    from nas.evaluation.data import load_data
+    from nas.evaluation.training import Recipe, _to_tensor, evaluate, prepare_data, train_config
 
     dataset = load_data(data_spec)
     known = {f.name for f in dataclasses.fields(Recipe)}

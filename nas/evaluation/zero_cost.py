@@ -21,9 +21,9 @@ from torch import nn
 
 from shufflenet_core import ShuffleNetConfig, build_model
 
-from ..data import DEFAULT_DATA, Dataset, load_data
-from ..training import Recipe, prepare_data, proxy_config
-from .base import EpochCallback, Evaluation, StepCallback
+from nas.evaluation.data import DEFAULT_DATA, Dataset, load_data
+from nas.evaluation.training import Recipe, prepare_data, proxy_config
+from nas.evaluation.base import EpochCallback, Evaluation, StepCallback
 
 __all__ = ["ZeroCostEvaluator", "naswot_score", "synflow_score"]
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from shufflenet_core import ShuffleNetConfig, complexity
 
-from . import records as keys
-from .errors import UserError
-from .records import StudyInfo, TrialRecord
+from nas import records as keys
+from nas.errors import UserError
+from nas.records import StudyInfo, TrialRecord
 
 if TYPE_CHECKING:
     from torch import nn
@@ -127,7 +127,7 @@ def select_best(
     MACs are recounted from each stored config; latency is the trial's ``latency_ms``. A
     trial without a latency is out when a latency budget is given.
     """
-    from .analysis import front_records
+    from nas.analysis import front_records
 
     complete = [with_recomputed_macs(r) for r in records if r.complete and r.config is not None]
     feasible = [r for r in complete if r.feasible]
@@ -297,8 +297,8 @@ def fresh_model(config: ShuffleNetConfig, seed: int) -> "nn.Module":
 
 
 def load_study_records(storage: str | None, study_name: str | None):  # noqa: ANN201 - optuna lazily
-    from .records import load_records, study_info
-    from .storage import load_study, open_storage, resolve_storage_url
+    from nas.records import load_records, study_info
+    from nas.storage import load_study, open_storage, resolve_storage_url
 
     url = resolve_storage_url(storage)
     study = load_study(open_storage(storage, create=False), study_name)
@@ -307,7 +307,7 @@ def load_study_records(storage: str | None, study_name: str | None):  # noqa: AN
 
 def run_export(request: ExportRequest, *, train: Callable[..., Any] | None = None, log: Callable[[str], None] = print) -> ExportResult:
     """Pick the trial, get its weights, write every file; raise UserError on bad input."""
-    from .model_card import build_card, render_markdown
+    from nas.export.model_card import build_card, render_markdown
 
     out = request.out.expanduser().absolute()
     check_output_folder(out, force=request.force)
@@ -352,8 +352,8 @@ def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN20
     config = record.config
     seed = int(info.attrs.get(keys.SEED, 0) or 0)
     if request.train_epochs is not None:
-        from .data import DEFAULT_DATA
-        from .export_training import train_for_export
+        from nas.evaluation.data import DEFAULT_DATA
+        from nas.export.training import train_for_export
 
         spec = info.attrs.get(keys.EVALUATOR_SPEC)
         spec = spec if isinstance(spec, dict) else {}

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from shufflenet_core import ShuffleNetConfig, complexity, get_preset
 from search_spaces import DesignSpace, suggest
 
-from . import records as R
-from .evaluators.base import AccuracyEvaluator, Evaluation
-from .multifidelity import HalvingRule
+from nas import records as R
+from nas.evaluation.base import AccuracyEvaluator, Evaluation
+from nas.engine.early_stopping import HalvingRule
 
 if TYPE_CHECKING:
     import optuna
@@ -186,7 +186,7 @@ class TrialRunner:
     def _measure_latency(self, trial: "optuna.trial.Trial", config: ShuffleNetConfig) -> float | None:
         if self.latency is None:
             return None
-        from .latency import DeviceUnavailableError, LatencyEvaluator, open_device
+        from nas.latency import DeviceUnavailableError, LatencyEvaluator, open_device
 
         if self._latency_evaluator is None:
             device = open_device(self.latency.device, **self.latency.options)

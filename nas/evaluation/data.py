@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from nas.errors import UserError
 
 __all__ = ["Dataset", "DEFAULT_DATA", "load_data", "validate_data_spec"]
 
 DEFAULT_DATA = "fashion-mnist"
-_EMBEDDED = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
+_EMBEDDED = Path(__file__).parents[1] / "data" / "fashion_mnist_subset.npz"
 _DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

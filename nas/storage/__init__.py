@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from nas.errors import UserError
 
 if TYPE_CHECKING:
     import optuna

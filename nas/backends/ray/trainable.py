@@ -13,12 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import records as R
+from nas import records as R
 
 if TYPE_CHECKING:
     import optuna
 
-    from ..search import Budget, SearchSettings
+    from nas.engine.study import Budget, SearchSettings
 
 __all__ = ["RayJob", "claim_trial", "ray_trial"]
 
@@ -85,8 +85,8 @@ def ray_trial(config: dict[str, Any], job: RayJob, dataset: Any = None) -> None:
     import torch
     from ray import tune
 
-    from ..objective import TrialRunner
-    from ..storage import open_storage
+    from nas.engine.trial_runner import TrialRunner
+    from nas.storage import open_storage
 
     torch.set_num_threads(job.cpus_per_trial)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -14,8 +14,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import DesignSpace, suggest
 
-from ..search import directions_for, make_sampler
-from .trial import FINAL, STATE, WAITING
+from nas.engine.study import directions_for, make_sampler
+from nas.backends.ray.trainable import FINAL, STATE, WAITING
 
 if TYPE_CHECKING:
     import optuna

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 from ray import tune
 from rich.console import Console
 
-from .. import records as R
-from ..console import output_console
-from ..errors import UserError
-from . import RayOptions
-from .trial import EPOCH, RAY_RUN, RAY_TRIAL_ID, RayJob, ray_trial
+from nas import records as R
+from nas.console import output_console
+from nas.errors import UserError
+from nas.backends.ray import RayOptions
+from nas.backends.ray.trainable import EPOCH, RAY_RUN, RAY_TRIAL_ID, RayJob, ray_trial
 
 if TYPE_CHECKING:
     import optuna
 
-    from ..search import Budget, SearchSettings
+    from nas.engine.study import Budget, SearchSettings
 
 __all__ = ["run_ray_search"]
 
@@ -96,7 +96,7 @@ class StorageCallback(tune.Callback):
 
 def _job_settings(settings: "SearchSettings") -> "SearchSettings":
     """Settings as workers need them: absolute paths (Tune runs trials in their own folders), no data inside."""
-    from ..storage import resolve_storage_url
+    from nas.storage import resolve_storage_url
 
     evaluator = copy.copy(settings.evaluator)
     if hasattr(evaluator, "_dataset"):
@@ -109,7 +109,7 @@ def _job_settings(settings: "SearchSettings") -> "SearchSettings":
 def _scheduler(settings: "SearchSettings", epochs: int):
     from ray.tune.schedulers import ASHAScheduler
 
-    from .trial import EPOCH_ACCURACY
+    from nas.backends.ray.trainable import EPOCH_ACCURACY
 
     if not settings.halving or epochs < 2 or settings.evaluator.objective_name != "accuracy":
         return None  # FIFO: every trial trains all its epochs
@@ -118,7 +118,7 @@ def _scheduler(settings: "SearchSettings", epochs: int):
 
 def run_budget(settings: "SearchSettings", options: RayOptions, budget: "Budget", study, remaining: int, progress, dataset, timeout: float | None) -> None:
     """One Tune experiment for ``remaining`` more trials of ``study``."""
-    from .searcher import build_searcher
+    from nas.backends.ray.searcher import build_searcher
 
     epochs = getattr(getattr(settings.evaluator, "recipe", None), "epochs", 1)
     run_name = f"{study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -152,10 +152,10 @@ def run_ray_search(request, settings: "SearchSettings", options: RayOptions) -> 
     """The Ray counterpart of ``run_search_command``: same studies, same storage, same summary."""
     import optuna
 
-    from ..progress import SearchProgress
-    from ..search_cli import _print_summary, studies_to_run
-    from ..storage import describe_storage, open_storage, resolve_storage_url
-    from .cluster import ray_session
+    from nas.reporting.progress import SearchProgress
+    from nas.commands.search_request import _print_summary, studies_to_run
+    from nas.storage import describe_storage, open_storage, resolve_storage_url
+    from nas.backends.ray.cluster import ray_session
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # early results carry no objectives
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

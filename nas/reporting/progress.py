@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .records import load_records, record_from_trial
-from .search import Budget, SearchSettings, count_finished, eta_seconds, run_trials, split_trials, worker_main
-from .summary import best_record, knob_summary, score_of
+from nas.records import load_records, record_from_trial
+from nas.engine.study import Budget, SearchSettings, count_finished, eta_seconds, run_trials, split_trials, worker_main
+from nas.reporting.summary import best_record, knob_summary, score_of
 
 if TYPE_CHECKING:
     import optuna

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from . import records as R
-from .analysis import front_records, quality_of
-from .records import StudyInfo, TrialRecord
+from nas import records as R
+from nas.analysis import front_records, quality_of
+from nas.records import StudyInfo, TrialRecord
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -76,7 +76,7 @@ def front_table(records: Sequence[TrialRecord], info: StudyInfo) -> "Table":
 def seed_noise(records: Sequence[TrialRecord], info: StudyInfo) -> float | None:
     """Seed noise of the accuracy: pooled over trials trained with several seeds, else the
     value measured for the study's recipe (None when neither is known)."""
-    from .fidelity import pooled_seed_sd
+    from nas.evaluation.proxy_trust import pooled_seed_sd
 
     pooled = pooled_seed_sd([r.attrs.get(R.ACCURACY_SEEDS) or [] for r in records if r.complete])
     return pooled if pooled is not None else info.attrs.get("accuracy_noise_sd")

@@ -9,9 +9,9 @@ from typing import Any
 
 from shufflenet_core import ShuffleNetConfig
 
-from ..data import DEFAULT_DATA, Dataset, load_data
-from ..training import Recipe, prepare_data, train_config
-from .base import EpochCallback, Evaluation, StepCallback
+from nas.evaluation.data import DEFAULT_DATA, Dataset, load_data
+from nas.evaluation.training import Recipe, prepare_data, train_config
+from nas.evaluation.base import EpochCallback, Evaluation, StepCallback
 
 __all__ = ["DEFAULT_RECIPE", "ProxyTrainingEvaluator"]
 

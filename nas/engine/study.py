@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from shufflenet_core import PRESETS, complexity
 from search_spaces import DesignSpace, knobs_of, sample_configs, start_design
 
-from . import __version__
-from . import records as R
-from .errors import UserError
-from .evaluators.base import AccuracyEvaluator
-from .multifidelity import HalvingRule
-from .objective import STOPPED_REASON, WORKER_HOST, WORKER_PID, LatencySettings, TrialRunner
-from .storage import open_storage
+from nas import __version__
+from nas import records as R
+from nas.errors import UserError
+from nas.evaluation.base import AccuracyEvaluator
+from nas.engine.early_stopping import HalvingRule
+from nas.engine.trial_runner import STOPPED_REASON, WORKER_HOST, WORKER_PID, LatencySettings, TrialRunner
+from nas.storage import open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -263,7 +263,7 @@ def prepare_study(settings: SearchSettings, budget: Budget, storage) -> "optuna.
 
 def _prescreen(study: "optuna.Study", settings: SearchSettings, budget: Budget) -> None:
     """Score ``prescreen`` random budget-filling candidates with synflow; enqueue the best."""
-    from .evaluators.zero_cost import ZeroCostEvaluator
+    from nas.evaluation.zero_cost import ZeroCostEvaluator
 
     scorer = ZeroCostEvaluator("synflow", data_spec=settings.data_spec)
     candidates = sample_configs(settings.space, budget.macs, settings.prescreen, seed=settings.seed or 0)
