@@ -34,9 +34,9 @@ import optuna
 
 from nas.analysis import hypervolume, objective_value, permutation_p_value
 from nas.evaluation.data import load_data
-from nas.records import load_records
-from nas.engine.study import count_finished
-from nas.reporting.summary import best_record
+from nas.engine.outcome import count_toward_target
+from nas.records import load_records, study_info
+from nas.results import best_trial
 from nas.evaluation.training import Recipe, prepare_data, train_config
 from shufflenet_core import get_preset
 
@@ -61,12 +61,12 @@ def finished_trials(storage: Path, study: str) -> int:
         loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{storage}")
     except KeyError:
         return 0
-    return count_finished(loaded)
+    return count_toward_target(load_records(loaded))
 
 
 def measured(records) -> list:
     """Trials that were trained under the budget (not failed, pruned, over budget or skipped)."""
-    return [r for r in records if r.complete and r.feasible and not r.attrs.get("skipped")]
+    return [r for r in records if r.evaluated and r.feasible]
 
 
 def front_hypervolume(records, budget_mflops: float) -> float:
@@ -124,7 +124,7 @@ def main() -> None:
             volume = front_hypervolume(records, budget_mflops)
             results[sampler].append(volume)
             tops[sampler].append(top_accuracy(records))
-            best = best_record(records)
+            best = best_trial(records, study_info(study))
             best_configs.extend((sampler, seed, r) for r in measured(records))
             cheapest = min((r.mflops for r in measured(records)), default=float("nan"))
             print(f"{name}: hypervolume {volume:.2f} (cheapest {cheapest:.1f}M) in {seconds:.0f} s; best {best.accuracy:.4f} "

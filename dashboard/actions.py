@@ -5,7 +5,6 @@ Each returns a value or a message, never raises into the page.
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "export_available",
     "export_command",
     "figure_html",
     "figure_png",
@@ -76,14 +74,6 @@ def figure_html(figure: Any) -> str:
 def figure_png(figure: Any) -> bytes:
     """A PNG through kaleido (which drives a local Chrome/Chromium)."""
     return figure.to_image(format="png", width=1200, height=700, scale=2)
-
-
-def export_available() -> bool:
-    """`nas export` exists in this installation (checked at run time, it may land later)."""
-    try:
-        return importlib.util.find_spec("nas.export.bundle") is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def export_command(

@@ -1,8 +1,9 @@
 """shufflenas dashboard: explore a search's accuracy-complexity trade-off and pick a model.
 
-Started by ``nas dashboard`` (which passes the storage in the SHUFFLENAS_STORAGE environment
-variable); ``streamlit run dashboard/app.py`` works too. Every problem with the storage or a
-study is shown as a message in the page, never as a traceback.
+Started by ``nas dashboard``, which passes the storage in the SHUFFLENAS_STORAGE environment
+variable and whether the page may act on this machine (run ``nas export``, train, open another
+storage) in SHUFFLENAS_DASHBOARD_ACTIONS; ``streamlit run dashboard/app.py`` works too, read-only.
+Every problem with the storage or a study is shown as a message in the page, never as a traceback.
 """
 
 from __future__ import annotations
@@ -17,18 +18,27 @@ if __package__ in (None, ""):  # run as a script by Streamlit: make the reposito
 
 import streamlit as st
 
-from dashboard.data import LoadError, StudyData, load_study_data, storage_from_env, trial_counts
+from dashboard.data import LoadError, StudyData, actions_from_env, load_study_data, storage_from_env, trial_counts
 from dashboard.views import render_design_space, render_pareto, render_summary, render_trial_detail
 from nas.storage import DEFAULT_STORAGE_PATH
 
 NO_STUDY_HINT = "run `nas search --budget 140M --study NAME --storage PATH` to create one"
+READ_ONLY_NOTE = ("Read-only: this dashboard is served to the network without `--allow-remote-actions`, so it "
+                  "shows this storage only and runs no export or training.")
 
 
-def _sidebar() -> tuple[str, float | None]:
+def _sidebar(can_act: bool) -> tuple[str, float | None]:
+    given = storage_from_env() or str(DEFAULT_STORAGE_PATH)
     with st.sidebar:
         st.header("shufflenas")
-        storage = st.text_input("study storage", value=storage_from_env() or str(DEFAULT_STORAGE_PATH), key="storage",
-                                help="SQLite file (.db), journal file (.log) or an SQLAlchemy URL")
+        if can_act:
+            storage = st.text_input("study storage", value=given, key="storage",
+                                    help="SQLite file (.db), journal file (.log) or an SQLAlchemy URL")
+        else:
+            st.session_state["storage"] = given  # whatever a visitor sent, the field shows and uses this one
+            st.text_input("study storage", key="storage", disabled=True, help="fixed when the dashboard was started")
+            storage = given
+            st.caption(READ_ONLY_NOTE)
         refresh = st.toggle("refresh while a search runs", value=False, key="auto_refresh")
         every = st.number_input("every (s)", min_value=2, max_value=600, value=5, step=1, key="refresh_every",
                                 disabled=not refresh)
@@ -45,7 +55,7 @@ def _load(storage: str, names: list[str]) -> list[StudyData]:
     return studies
 
 
-def _body(storage: str) -> None:
+def _body(storage: str, can_act: bool) -> None:
     try:
         counts = trial_counts(storage)
     except LoadError as error:
@@ -81,15 +91,16 @@ def _body(storage: str) -> None:
                    "to see them.")
         studies_with_results = [d for d in studies_with_results if d.quality == quality]
     render_pareto(studies_with_results)
-    render_trial_detail(studies_with_results, storage)
+    render_trial_detail(studies_with_results, storage, can_act=can_act)
     render_design_space(studies_with_results)
 
 
 def main() -> None:
     st.set_page_config(page_title="shufflenas dashboard", layout="wide")
     st.title("ShuffleNet v1 search")
-    storage, every = _sidebar()
-    st.fragment(run_every=every)(_body)(storage)
+    can_act = actions_from_env()
+    storage, every = _sidebar(can_act)
+    st.fragment(run_every=every)(_body)(storage, can_act)
 
 
 main()

@@ -10,13 +10,25 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.analysis import quality_of
+from dashboard import ACTIONS_ENV, ACTIONS_OFF, ACTIONS_ON, STORAGE_ENV
 from nas.errors import UserError
-from nas.records import DEVICE, LATENCY_DEVICE, StudyInfo, TrialRecord, load_records, study_info
+from nas.records import COMPLETE, DEVICE, LATENCY_DEVICE, StudyInfo, TrialRecord, load_records, study_info
 
-__all__ = ["STORAGE_ENV", "LoadError", "StudyData", "device_name", "list_studies", "load_study_data", "storage_from_env", "trial_counts"]
+__all__ = [
+    "ACTIONS_ENV",
+    "ACTIONS_OFF",
+    "ACTIONS_ON",
+    "STORAGE_ENV",
+    "LoadError",
+    "StudyData",
+    "actions_from_env",
+    "device_name",
+    "list_studies",
+    "load_study_data",
+    "storage_from_env",
+    "trial_counts",
+]
 
-STORAGE_ENV = "SHUFFLENAS_STORAGE"
 
 
 class LoadError(Exception):
@@ -40,7 +52,7 @@ class StudyData:
     @property
     def quality(self) -> str:
         """The analysis objective on the y axis: "accuracy" for trained studies, else "score"."""
-        return "accuracy" if not self.info.objectives or self.info.objectives[0] == "accuracy" else "score"
+        return "accuracy" if self.info.trained else "score"
 
     @property
     def quality_label(self) -> str:
@@ -50,13 +62,13 @@ class StudyData:
 
     @property
     def completed(self) -> list[TrialRecord]:
-        """Completed trials that have a quality value (accuracy or score)."""
-        return [r for r in self.records if r.state == "COMPLETE" and quality_of(r) is not None]
+        """Completed trials that have a score (accuracy or a zero-cost score)."""
+        return [r for r in self.records if r.evaluated]
 
     @property
     def untrained(self) -> list[TrialRecord]:
         """Completed trials without a quality: over a budget, so the search did not train them."""
-        return [r for r in self.records if r.state == "COMPLETE" and quality_of(r) is None and r.macs is not None]
+        return [r for r in self.records if r.state == COMPLETE and not r.evaluated and r.macs is not None]
 
     @property
     def has_latency(self) -> bool:
@@ -66,6 +78,11 @@ class StudyData:
 def storage_from_env() -> str | None:
     value = os.environ.get(STORAGE_ENV, "").strip()
     return value or None
+
+
+def actions_from_env() -> bool:
+    """True only when the dashboard was started to allow write actions (see ACTIONS_ENV)."""
+    return os.environ.get(ACTIONS_ENV, "").strip() == ACTIONS_ON
 
 
 def _open(storage: str | None):  # noqa: ANN202 - optuna storage, imported lazily

@@ -15,12 +15,11 @@ from plotly.subplots import make_subplots
 from nas.analysis import (
     PAPER_BUDGETS_MFLOPS,
     error_edf_by,
-    front_records,
     hypervolume_history,
     knob_value,
     objective_value,
-    quality_of,
 )
+from nas import results
 from nas.records import TrialRecord
 from shufflenet_core import ShuffleNetConfig
 
@@ -75,8 +74,8 @@ def _hover(record: TrialRecord) -> str:
     parts = [f"<b>{record.study} #{record.number}</b>" + (f" ({record.preset})" if record.preset else "")]
     if record.accuracy is not None:
         parts.append(f"accuracy {100 * record.accuracy:.2f}%")
-    elif quality_of(record) is not None:
-        parts.append(f"score {quality_of(record):.4g}")
+    elif record.score is not None:
+        parts.append(f"score {record.score:.4g}")
     else:
         parts.append(str(record.attrs.get("skipped") or "not evaluated"))
     if record.mflops is not None:
@@ -92,9 +91,10 @@ def _hover(record: TrialRecord) -> str:
 
 
 def study_front(data: StudyData, x_axis: str = "mflops") -> list[TrialRecord]:
-    """The front the figure joins: feasible completed trials, presets included (they are real
-    evaluations under the same recipe; whether they sit on the front is the comparison)."""
-    return front_records(data.records, (data.quality, x_axis))
+    """The front the figure joins: :func:`nas.results.study_front` over score and ``x_axis``
+    (presets included: whether they sit on the front is the comparison; each architecture
+    once). With MFLOPs on x it is the front ``nas search`` and ``nas runs show`` print."""
+    return results.study_front(data.records, data.info, x_axis=x_axis)
 
 
 def _scatter(records: Sequence[TrialRecord], x_axis: str, quality: str, **kwargs: object) -> go.Scatter:

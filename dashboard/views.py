@@ -11,7 +11,8 @@ from typing import Sequence
 
 import streamlit as st
 
-from nas.analysis import dominates, objective_value, quality_of, reference_point
+from nas.analysis import dominates, objective_value, reference_point
+from nas.results import study_front
 from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, WEIGHTS_PATH, TrialRecord
 from nas.storage import resolve_storage_url
 
@@ -52,7 +53,7 @@ def render_summary(studies: Sequence[StudyData]) -> None:
     columns = st.columns(len(studies))
     for column, data in zip(columns, studies):
         complete = data.completed
-        front = figures.study_front(data)
+        front = study_front(data.records, data.info)  # the front `nas search` and `nas runs show` print
         budget = data.info.budget_label or (f"{data.budget_mflops:g}M" if data.budget_mflops else "none")
         column.markdown(f"**{data.name}**")
         untrained = f" · {len(data.untrained)} over budget, not trained" if data.untrained else ""
@@ -117,17 +118,19 @@ def _render_preset_verdicts(studies: Sequence[StudyData], x_axis: str) -> None:
 def _quality_text(record: TrialRecord) -> str:
     if record.accuracy is not None:
         return f"{100 * record.accuracy:.2f}%"
-    score = quality_of(record)
+    score = record.score
     return "-" if score is None else f"score {score:.4g}"
 
 
 def _trial_label(record: TrialRecord) -> str:
-    accuracy = "" if quality_of(record) is None else f", {_quality_text(record)}"
+    accuracy = "" if record.score is None else f", {_quality_text(record)}"
     mflops = "" if record.mflops is None else f", {record.mflops:.1f}M"
     return f"#{record.number} ({record.state.lower()}{accuracy}{mflops}{', ' + record.preset if record.preset else ''})"
 
 
-def render_trial_detail(studies: Sequence[StudyData], storage: str | None) -> None:
+def render_trial_detail(studies: Sequence[StudyData], storage: str | None, *, can_act: bool = False) -> None:
+    """The chosen trial's numbers, config, curves and its `nas export` command; the button that
+    runs the command is there only when ``can_act`` (the page may act on this machine)."""
     st.subheader("Trial detail")
     by_name = {d.name: d for d in studies}
     if st.session_state.get("detail_study") not in by_name:
@@ -142,10 +145,10 @@ def render_trial_detail(studies: Sequence[StudyData], storage: str | None) -> No
         st.session_state["detail_trial"] = front[-1].number if front else numbers[-1]
     by_number = {r.number: r for r in data.records}
     record = by_number[st.selectbox("trial", numbers, key="detail_trial", format_func=lambda n: _trial_label(by_number[n]))]
-    _render_record(record, data, storage)
+    _render_record(record, data, storage, can_act)
 
 
-def _render_record(record: TrialRecord, data: StudyData, storage: str | None) -> None:
+def _render_record(record: TrialRecord, data: StudyData, storage: str | None, can_act: bool) -> None:
     metrics = st.columns(5)
     metrics[0].metric("accuracy" if data.quality == "accuracy" else "score", _quality_text(record).removeprefix("score "))
     metrics[1].metric("MFLOPs", "-" if record.mflops is None else f"{record.mflops:.2f}")
@@ -173,10 +176,10 @@ def _render_record(record: TrialRecord, data: StudyData, storage: str | None) ->
         else:
             st.write({"latency_ms": record.latency_ms, "source": record.attrs.get(LATENCY_SOURCE),
                       "device": record.attrs.get(LATENCY_DEVICE)})
-    _render_export(record, data, storage)
+    _render_export(record, data, storage, can_act)
 
 
-def _render_export(record: TrialRecord, data: StudyData, storage: str | None) -> None:
+def _render_export(record: TrialRecord, data: StudyData, storage: str | None, can_act: bool) -> None:
     st.markdown("**Export**")
     url = resolve_storage_url(storage)
     storage_arg = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
@@ -191,8 +194,8 @@ def _render_export(record: TrialRecord, data: StudyData, storage: str | None) ->
                                     disabled=weights != "train"))
     command = actions.export_command(storage_arg, data.name, record.number, out_dir, weights=weights, train_epochs=epochs)
     st.code(actions.shell_line(command), language="bash")
-    if not actions.export_available():
-        st.caption("`nas export` is not part of this installation yet; the button appears once it is.")
+    if not can_act:
+        st.caption("Run this command on the machine that holds the storage: this dashboard is read-only.")
         return
     if st.button("Run nas export", key=f"export-{key}", disabled=record.state != "COMPLETE"):
         with st.spinner("exporting..."):

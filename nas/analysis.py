@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from shufflenet_core import PAPER_STAGE2_CHANNELS
 
-from nas.records import TrialRecord
+from nas.records import OBJECTIVE_DIRECTIONS, TrialRecord, directions_for
 
 __all__ = [
     "KNOBS",
@@ -37,7 +37,6 @@ __all__ = [
     "objective_value",
     "pareto_front_indices",
     "permutation_p_value",
-    "quality_of",
     "reference_point",
     "width_multiplier",
 ]
@@ -45,15 +44,6 @@ __all__ = [
 # The paper's three complexity levels (0.5x, 1x, 2x), in MFLOPs (MACs).
 PAPER_BUDGETS_MFLOPS: tuple[float, ...] = (40.0, 140.0, 524.0)
 
-OBJECTIVE_DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "score": "maximize",
-    "error": "minimize",
-    "mflops": "minimize",
-    "mparams": "minimize",
-    "params": "minimize",
-    "latency_ms": "minimize",
-}
 
 KNOBS: tuple[str, ...] = ("groups", "width", "depth", "bottleneck_ratio", "stem_channels")
 
@@ -179,20 +169,16 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float], d
 # --- trial records -----------------------------------------------------------------------
 
 
-def quality_of(record: TrialRecord) -> float | None:
-    """Accuracy for trained trials, else the zero-cost score a search stored (user attr "score")."""
-    if record.accuracy is not None:
-        return record.accuracy
-    score = record.attrs.get("score")
-    return None if score is None else float(score)
-
-
 def objective_value(record: TrialRecord, name: str) -> float | None:
-    """The value of a named objective for a trial, or None when the trial lacks it."""
+    """The value of a named objective for a trial, or None when the trial lacks it.
+
+    "score" (and a zero-cost method's name, e.g. "synflow") is the trial's score; "accuracy"
+    only a trained accuracy.
+    """
+    if name in ("score", "synflow", "naswot"):
+        return record.score
     if name == "accuracy":
-        return record.accuracy
-    if name == "score":
-        return quality_of(record)
+        return record.accuracy if record.evaluated else None
     if name == "error":
         return None if record.accuracy is None else 1.0 - record.accuracy
     if name == "mflops":
@@ -207,17 +193,14 @@ def objective_value(record: TrialRecord, name: str) -> float | None:
 
 
 def _directions_for(objectives: Sequence[str]) -> list[str]:
-    unknown = [name for name in objectives if name not in OBJECTIVE_DIRECTIONS]
-    if unknown:
-        raise ValueError(f"unknown objective {unknown[0]!r}; known: {', '.join(OBJECTIVE_DIRECTIONS)}")
-    return [OBJECTIVE_DIRECTIONS[name] for name in objectives]
+    return directions_for(list(objectives))
 
 
 def _usable(records: Iterable[TrialRecord], objectives: Sequence[str], feasible_only: bool) -> list[TrialRecord]:
     return [
         r
         for r in records
-        if r.state == "COMPLETE"
+        if r.evaluated
         and (r.feasible or not feasible_only)
         and all(objective_value(r, name) is not None for name in objectives)
     ]
@@ -332,7 +315,7 @@ def error_edf_by(
     key_of = (lambda r: knob_value(r, key)) if isinstance(key, str) else key
     groups: dict[object, list[float]] = {}
     for record in records:
-        if not record.complete or (feasible_only and not record.feasible):
+        if record.accuracy is None or not record.evaluated or (feasible_only and not record.feasible):
             continue
         if record.preset and not include_presets:
             continue
@@ -388,7 +371,7 @@ def filter_records(
     wanted_groups = None if groups is None else set(groups)
     kept = []
     for record in records:
-        if complete_only and not record.complete:
+        if complete_only and not record.evaluated:
             continue
         if feasible is not None and record.feasible != feasible:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from nas.errors import UserError
@@ -13,6 +14,8 @@ PAPER_BUDGETS = ("40M", "140M", "524M")
 
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*(?:flops|macs|mflops|gflops)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+MAX_BUDGET_MACS = 10**15
+"""1,000,000 GFLOPs: far beyond any ShuffleNet at any resolution; larger numbers are typos."""
 
 
 def parse_budget(text: str) -> int:
@@ -35,7 +38,10 @@ def parse_budget(text: str) -> int:
         suffix = "g"
     if not suffix and value < 10_000:
         suffix = "m"  # "140" means 140 MFLOPs, as in the paper's tables
-    macs = int(round(value * _SCALE[suffix]))
+    scaled = value * _SCALE[suffix]
+    if not math.isfinite(scaled) or scaled > MAX_BUDGET_MACS:
+        raise UserError(f"budget {raw!r} is beyond any network (the limit is {MAX_BUDGET_MACS // 10**9:,}G); write e.g. 140M")
+    macs = int(round(scaled))
     if macs <= 0:
         raise UserError(f"budget {raw!r} must be positive; write e.g. 140M")
     return macs

@@ -1,10 +1,12 @@
-"""What a study stores, and the typed view of it that the CLI, dashboard and export read.
+"""What a study stores: the one place that names stored fields, and the typed view of a trial.
 
-The study storage is the one source of truth. A study's objective values are, in order,
-``[accuracy, mflops]`` (maximize, minimize), plus ``latency_ms`` (minimize) when latency is an
-objective; ``study.user_attrs[OBJECTIVES]`` names them. Constraints are set with
+The study storage is the one source of truth; the CLI, the dashboard, export, resume and the
+Ray backend all read it through :func:`load_records` / :func:`study_info`. A study's objective
+values are, in order, the quality (``accuracy``, or a zero-cost score such as ``synflow``),
+``mflops`` and optionally ``latency_ms``; :data:`OBJECTIVE_DIRECTIONS` says which way each one
+is better, and ``study.user_attrs[OBJECTIVES]`` names them. Constraints are set with
 ``trial.set_constraint`` (feasible when <= 0). Everything else lives in user attributes under
-the keys below.
+the keys below: nothing outside this module spells a stored key.
 """
 
 from __future__ import annotations
@@ -17,9 +19,40 @@ from shufflenet_core import ShuffleNetConfig
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["StudyInfo", "TrialRecord", "load_records", "record_from_trial", "study_info"]
+__all__ = [
+    "OBJECTIVE_DIRECTIONS",
+    "StudyInfo",
+    "TrialRecord",
+    "directions_for",
+    "load_records",
+    "record_from_trial",
+    "study_info",
+]
 
-# --- study user attributes -------------------------------------------------------------
+# --- objectives ---------------------------------------------------------------------------
+OBJECTIVE_DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize",
+    "synflow": "maximize",  # zero-cost scores: higher predicts more accurate
+    "naswot": "maximize",
+    "score": "maximize",  # analysis name for "the study's quality", whatever measured it
+    "error": "minimize",
+    "mflops": "minimize",
+    "mparams": "minimize",
+    "params": "minimize",
+    "latency_ms": "minimize",
+}
+"""Which way each objective (stored or derived) is better."""
+
+
+def directions_for(objectives: tuple[str, ...] | list[str]) -> list[str]:
+    """Optuna directions for objective names, by name (never by position)."""
+    unknown = [name for name in objectives if name not in OBJECTIVE_DIRECTIONS]
+    if unknown:
+        raise ValueError(f"unknown objective {unknown[0]!r}; known: {', '.join(OBJECTIVE_DIRECTIONS)}")
+    return [OBJECTIVE_DIRECTIONS[name] for name in objectives]
+
+
+# --- study user attributes ----------------------------------------------------------------
 SHUFFLENAS_VERSION = "shufflenas_version"
 BUDGET_MACS = "budget_macs"  # int: MACs at the deployment resolution
 BUDGET_LABEL = "budget_label"  # str as the user wrote it, e.g. "140M"
@@ -28,27 +61,63 @@ SPACE = "space"  # dict: the design space
 EVALUATOR_SPEC = "evaluator_spec"  # dict: evaluator name and recipe
 DATA_SPEC = "data"  # str: e.g. "fashion-mnist", "imagefolder:/path"
 SEED = "seed"
+SAMPLER = "sampler"  # str: tpe, nsga2, random
+ACCURACY_NOISE_SD = "accuracy_noise_sd"  # float or None: measured seed noise of the recipe
 LATENCY_BUDGET_MS = "latency_budget_ms"  # float or absent
+LATENCY_DEVICE_SPEC = "latency_device_spec"  # str: the --device the study measured on
 DEVICE = "device"  # dict (device info) or absent
+STOPPED_REASON = "stopped_reason"  # str or None: why the last run had to stop (device gone)
+# Set-once markers of the study's opening trials (written once, by whichever process wins).
+PRESETS_ENQUEUED = "presets_enqueued"  # bool
+START_DESIGN_ENQUEUED = "start_design"  # int: how many start-design settings were enqueued
+PRESCREENED = "prescreened"  # int: how many candidates the synflow prescreen scored
 
-# --- trial user attributes -------------------------------------------------------------
+# --- trial user attributes ----------------------------------------------------------------
 CONFIG = "config"  # dict: ShuffleNetConfig.to_dict()
 MACS = "macs"
 PARAMS = "params"
+WIDTH = "width"  # float: stage-2 width relative to the paper's 1x
 ACCURACY = "accuracy"  # mean validation accuracy over seeds, in [0, 1]
 ACCURACY_STD = "accuracy_std"
 ACCURACY_SEEDS = "accuracy_per_seed"  # list[float]
+SCORE = "score"  # float: the evaluator's score (accuracy, or a zero-cost score)
 LEARNING_CURVE = "learning_curve"  # list[float]: validation accuracy after each epoch (seed 0)
 TRAIN_SECONDS = "train_seconds"
+DIVERGED = "diverged"  # bool: a seed's loss became NaN/inf
 EVALUATOR = "evaluator"  # str
 EPOCHS = "epochs"
 PRESET = "preset"  # str: set when the trial evaluates a named preset
 START_DESIGN = "start_design"  # int: index of the space-filling start setting the trial evaluates
+PRESCREEN_SYNFLOW = "prescreen_synflow"  # float: synflow score that got the trial enqueued
+SKIPPED = "skipped"  # str: why the trial was not trained (over a budget)
+DUPLICATE_OF = "duplicate_of"  # int: earlier trial whose result this re-proposed config reuses
 LATENCY_MS = "latency_ms"
+LATENCY_P10_MS = "latency_p10_ms"
+LATENCY_P90_MS = "latency_p90_ms"
 LATENCY_SOURCE = "latency_source"  # "measured" or "predicted"
 LATENCY_DEVICE = "latency_device"  # dict
 WEIGHTS_PATH = "weights_path"  # str: state_dict file kept for this trial
 FAIL_REASON = "fail_reason"
+LOST = "lost"  # bool: lost to its worker, node or the user (not the candidate's fault)
+RETRY_OF = "retry_of"  # int: the lost trial this one runs again
+RETRY_REASON = "retry_reason"  # str: why that trial was lost
+ATTEMPT = "attempt"  # int: 1 for a first run, 2 for its first retry, ...
+PRUNED_BY = "pruned_by"  # str: which early-stopping rule stopped the trial
+WORKER_HOST = "worker_host"
+WORKER_PID = "worker_pid"
+WORKER_NAME = "worker"  # str: e.g. "worker 2" (local backend) or "ray"
+BACKEND = "backend"  # str: "local" or "ray"
+RAY_RUN = "ray_run"  # str: the Tune experiment that ran the trial
+RAY_TRIAL_ID = "ray_trial_id"
+RAY_NODE = "ray_node"  # str: IP of the Ray node that ran the trial
+
+RESULT_ATTRS = (ACCURACY, ACCURACY_SEEDS, ACCURACY_STD, LEARNING_CURVE, EPOCHS, SCORE, TRAIN_SECONDS, WEIGHTS_PATH, DIVERGED)
+"""What a re-proposed config copies from the earlier trial that evaluated it."""
+ENQUEUE_ATTRS = (PRESET, START_DESIGN, PRESCREEN_SYNFLOW)
+"""Why a trial was enqueued: carried over when a lost trial is run again."""
+
+# Optuna's trial states, by name.
+COMPLETE, PRUNED, FAIL, RUNNING, WAITING = "COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"
 
 
 @dataclass(frozen=True)
@@ -60,6 +129,15 @@ class StudyInfo:
     latency_budget_ms: float | None
     attrs: dict[str, Any] = field(repr=False)
 
+    @property
+    def quality(self) -> str:
+        """The first objective: "accuracy", or the zero-cost score the study ranked by."""
+        return self.objectives[0] if self.objectives else ACCURACY
+
+    @property
+    def trained(self) -> bool:
+        return self.quality == ACCURACY
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -67,7 +145,7 @@ class TrialRecord:
 
     study: str
     number: int
-    state: str  # "COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING"
+    state: str  # COMPLETE, FAIL, PRUNED, RUNNING, WAITING
     config: ShuffleNetConfig | None
     macs: int | None
     params: int | None
@@ -78,14 +156,51 @@ class TrialRecord:
     learning_curve: tuple[float, ...]
     preset: str | None
     attrs: dict[str, Any] = field(repr=False)
+    retried: bool = False
+    """A later trial runs this one's config again (set by :func:`load_records`)."""
+    duration_s: float | None = None
+    """Wall time from start to finish, when both are known."""
 
     @property
     def mflops(self) -> float | None:
         return None if self.macs is None else self.macs / 1e6
 
     @property
-    def complete(self) -> bool:
-        return self.state == "COMPLETE" and self.accuracy is not None
+    def score(self) -> float | None:
+        """The trial's quality: accuracy when trained, else the zero-cost score it stored.
+
+        None for trials without a result (failed, pruned, running, or over a budget and
+        therefore never evaluated). This is the one definition of a trial's score.
+        """
+        if self.state != COMPLETE or self.attrs.get(SKIPPED):
+            return None
+        if self.accuracy is not None:
+            return self.accuracy
+        value = self.attrs.get(SCORE)
+        return None if value is None else float(value)
+
+    @property
+    def evaluated(self) -> bool:
+        """Finished with a score (trained, or scored by a zero-cost proxy)."""
+        return self.score is not None
+
+    @property
+    def lost(self) -> bool:
+        """Failed because its worker, node or the user stopped it, not because of the candidate.
+
+        Marked by the worker's supervisor (``lost``), or found later: a trial that a heartbeat
+        check failed is lost when a later trial retries it. Release 0.1.0 marked such trials
+        only by a fail reason starting with "interrupted".
+        """
+        if self.state != FAIL:
+            return False
+        legacy = LOST not in self.attrs and str(self.attrs.get(FAIL_REASON, "")).startswith("interrupted")
+        return bool(self.attrs.get(LOST)) or self.retried or legacy
+
+    @property
+    def duplicate(self) -> bool:
+        """A re-proposed config whose result was copied from an earlier trial."""
+        return self.attrs.get(DUPLICATE_OF) is not None
 
 
 def study_info(study: "optuna.Study") -> StudyInfo:
@@ -95,13 +210,13 @@ def study_info(study: "optuna.Study") -> StudyInfo:
         name=study.study_name,
         budget_macs=attrs.get(BUDGET_MACS),
         budget_label=attrs.get(BUDGET_LABEL),
-        objectives=tuple(attrs.get(OBJECTIVES, ("accuracy", "mflops"))),
+        objectives=tuple(attrs.get(OBJECTIVES, (ACCURACY, "mflops"))),
         latency_budget_ms=None if latency_budget is None else float(latency_budget),
         attrs=attrs,
     )
 
 
-def record_from_trial(study_name: str, trial: "optuna.trial.FrozenTrial") -> TrialRecord:
+def record_from_trial(study_name: str, trial: "optuna.trial.FrozenTrial", *, retried: bool = False) -> TrialRecord:
     attrs = dict(trial.user_attrs)
     config = None
     if CONFIG in attrs:
@@ -109,9 +224,8 @@ def record_from_trial(study_name: str, trial: "optuna.trial.FrozenTrial") -> Tri
             config = ShuffleNetConfig.from_dict(attrs[CONFIG])
         except ValueError:
             config = None
-    constraints = getattr(trial, "constraints", None) or {}
+    constraints = trial.constraints or {}
     values = constraints.values() if isinstance(constraints, dict) else constraints
-    feasible = all(value <= 0 for value in values)
     accuracy = attrs.get(ACCURACY)
     return TrialRecord(
         study=study_name,
@@ -123,13 +237,17 @@ def record_from_trial(study_name: str, trial: "optuna.trial.FrozenTrial") -> Tri
         accuracy=None if accuracy is None else float(accuracy),
         accuracy_std=attrs.get(ACCURACY_STD),
         latency_ms=attrs.get(LATENCY_MS),
-        feasible=feasible,
+        feasible=all(value <= 0 for value in values),
         learning_curve=tuple(attrs.get(LEARNING_CURVE, ())),
         preset=attrs.get(PRESET),
         attrs=attrs,
+        retried=retried,
+        duration_s=None if trial.duration is None else trial.duration.total_seconds(),
     )
 
 
 def load_records(study: "optuna.Study") -> list[TrialRecord]:
     """Every trial of ``study`` as a record, in trial order."""
-    return [record_from_trial(study.study_name, trial) for trial in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)
+    retried = {trial.user_attrs.get(RETRY_OF) for trial in trials} - {None}
+    return [record_from_trial(study.study_name, trial, retried=trial.number in retried) for trial in trials]

@@ -35,3 +35,44 @@ def nas():
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def servers_required() -> bool:
+    """`.ci/run` sets this: there a missing server must fail the suite, not skip tests."""
+    return os.environ.get("SHUFFLENAS_REQUIRE_SERVERS") == "1"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (see tests/postgres.py)."""
+    from tests.postgres import postgres_unavailable_reason, start_postgres
+
+    reason = postgres_unavailable_reason()
+    if reason:
+        if servers_required():
+            pytest.fail(f"SHUFFLENAS_REQUIRE_SERVERS=1 but {reason}")
+        pytest.skip(reason)
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+STORAGE_KINDS = ("sqlite", "journal", "postgresql")
+
+
+@pytest.fixture
+def storage_of_kind(request, tmp_path):
+    """Returns a fresh, empty storage URL of the kind asked for (a new database per call on
+    the PostgreSQL server)."""
+    counter = iter(range(1000))
+
+    def make(kind: str) -> str:
+        index = next(counter)
+        if kind == "sqlite":
+            return f"sqlite:///{tmp_path / f'studies-{index}.db'}"
+        if kind == "journal":
+            return f"journal:{tmp_path / f'studies-{index}.log'}"
+        server = request.getfixturevalue("postgres_server")
+        return server.create_database(f"t{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}_{index}")
+
+    return make

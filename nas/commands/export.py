@@ -35,8 +35,7 @@ def export(
 ) -> None:
     """Export one trial: model.onnx, model.pt + config.json, model_card.md/.json.
 
-    Pick it with --trial N, or --best [--budget 140M] [--latency-budget 30ms]. Without
-    --train-epochs or --untrained the weights the search kept (--keep-weights) are exported.
+    Pick it with --trial N, or --best [--budget 140M] [--latency-budget 30ms]. Without --train-epochs or --untrained the weights the search kept (--keep-weights) are exported.
     """
     request = _request(
         out=out, storage=storage, study=study, trial=trial, best=best, budget=budget,

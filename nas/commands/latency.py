@@ -68,8 +68,7 @@ def _load_config(preset: Optional[str], config_file: Optional[Path]):
         raise UserError("give exactly one of --preset NAME or --config FILE")
     if preset is not None:
         try:
-            found = get_preset(preset)
-            return getattr(found, "config", found)
+            return get_preset(preset)
         except (KeyError, ValueError) as error:
             raise UserError(str(error).strip("'\"")) from None
     try:

@@ -17,8 +17,7 @@ def presets(
 ) -> None:
     """List the named models: groups, width, stem, MFLOPs (MACs) and parameters.
 
-    MFLOPs follow the paper: multiply-accumulates of conv and FC layers. The 'conv' column
-    leaves out the FC layer, as the paper's Table 1 does.
+    MFLOPs follow the paper: multiply-accumulates of conv and FC layers. The 'conv' column leaves out the FC layer, as the paper's Table 1 does.
     """
     from nas.console import output_console
     from rich.table import Table

@@ -28,9 +28,7 @@ def proxy_check(
 ) -> None:
     """Rank correlation (Spearman) between the proxy and factor-x-longer training, and seed noise.
 
-    Trains each config with the proxy recipe (several seeds) and with a reference recipe
-    `factor` times longer, then prints how well the proxy ranks configs (Spearman, Kendall)
-    and the seed-to-seed spread, so gaps smaller than the noise are read as ties.
+    Trains each config with the proxy recipe (several seeds) and with a reference recipe `factor` times longer, then prints how well the proxy ranks configs (Spearman, Kendall) and the seed-to-seed spread, so gaps smaller than the noise are read as ties.
     """
     from dataclasses import replace
 

@@ -30,24 +30,25 @@ def list_runs(
     from rich.table import Table
 
     from nas.records import load_records, study_info
+    from nas.reporting.summary import state_counts
+    from nas.results import best_trial
     from nas.storage import open_storage
-    from nas.reporting.summary import best_record, score_of
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage or str(runs_dir / "shufflenas.db"), create=False)
     table = Table(title="studies")
-    for column in ("study", "budget", "objectives", "complete", "pruned", "failed", "running", "best"):
+    for column in ("study", "budget", "objectives", "complete", "pruned", "failed", "lost", "running", "waiting", "best"):
         table.add_column(column)
     for summary in store.get_all_studies():
         study = optuna.load_study(study_name=summary.study_name, storage=store)
         records = load_records(study)
         info = study_info(study)
-        counts = {state: sum(1 for r in records if r.state == state) for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
-        best = best_record(records)
-        best_text = "" if best is None else f"{score_of(best):.4f} @ {best.mflops:.1f}M (#{best.number})"
+        counts = state_counts(records)
+        best = best_trial(records, info)
+        best_text = "" if best is None or best.score is None else f"{best.score:.4f} @ {best.mflops or 0:.1f}M (#{best.number})"
         table.add_row(
-            info.name, info.budget_label or "", ",".join(info.objectives), str(counts["COMPLETE"]), str(counts["PRUNED"]),
-            str(counts["FAIL"]), str(counts["RUNNING"]), best_text,
+            info.name, info.budget_label or "", ",".join(info.objectives),
+            *(str(counts.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL", "LOST", "RUNNING", "WAITING")), best_text,
         )
     output_console().print(table)
 
@@ -64,34 +65,30 @@ def show_run(
     from nas.console import output_console
     from rich.table import Table
 
-    from nas.records import load_records, study_info
+    from nas.records import CONFIG, load_records, study_info
+    from nas.reporting.summary import front_table, trial_note, trials_table
+    from nas.results import best_trial, study_front
     from nas.storage import load_study, open_storage
-    from nas.reporting.summary import front_table, knob_summary, score_of
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage or str(runs_dir / "shufflenas.db"), create=False)
     study = load_study(store, name)
     records = load_records(study)
+    info = study_info(study)
     if as_json:
+        front = {r.number for r in study_front(records, info)}
+        best = best_trial(records, info)
         rows = [
-            {"number": r.number, "state": r.state, "feasible": r.feasible, "score": score_of(r), "mflops": r.mflops,
-             "params": r.params, "accuracy_std": r.accuracy_std, "latency_ms": r.latency_ms, "preset": r.preset,
-             "config": r.attrs.get("config"), "learning_curve": list(r.learning_curve)}
+            {"number": r.number, "state": r.state, "lost": r.lost, "feasible": r.feasible, "score": r.score,
+             "mflops": r.mflops, "params": r.params, "accuracy_std": r.accuracy_std, "latency_ms": r.latency_ms,
+             "preset": r.preset, "on_front": r.number in front, "note": trial_note(r), "config": r.attrs.get(CONFIG),
+             "learning_curve": list(r.learning_curve)}
             for r in records
         ]
-        typer.echo(json.dumps({"study": name, "attrs": study.user_attrs, "trials": rows}, indent=2, default=str))
+        document = {"study": name, "attrs": study.user_attrs, "front": sorted(front),
+                    "best": None if best is None else best.number, "ranked_by": info.quality, "trials": rows}
+        typer.echo(json.dumps(document, indent=2, default=str))
         return
     console = output_console()
-    info = study_info(study)
     console.print(front_table(records, info))
-    table = Table(title=f"all trials of {name!r}")
-    for column in ("trial", "state", info.objectives[0], "MFLOPs", "architecture", "note"):
-        table.add_column(column)
-    for record in records:
-        score = score_of(record)
-        note = record.preset or record.attrs.get("skipped") or record.attrs.get("fail_reason") or ""
-        table.add_row(
-            str(record.number), record.state.lower(), "" if score is None else f"{score:.4f}",
-            "" if record.mflops is None else f"{record.mflops:.2f}", knob_summary(record), note,
-        )
-    console.print(table)
+    console.print(trials_table(records, info))

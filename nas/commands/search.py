@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional  # noqa: UP035 - typer reads these annotations at run time
 
 import typer
 
 from search_spaces import DesignSpace
 
-HELP = f"""Search ShuffleNet v1 configs on the accuracy-MFLOPs Pareto front under FLOP budgets.
-
-Each --budget gets its own study in the storage (default runs/shufflenas.db); running the
-same command again resumes it. Every trial stores its config, MACs, params, accuracy per
-epoch, timing and evaluator.
-
-Design space (default; --space FILE for yours, YAML/TOML/JSON): {DesignSpace().describe()}.
-Width is not sampled: it is solved so that each sample uses most of the budget. The first
-trials (--start-trials) are a space-filling design from shallow-and-wide to deep-and-narrow,
-so the sampler sees the corners of the space before it models it.
-
-Accuracy (default --evaluator proxy): one epoch of real training on the embedded
-Fashion-MNIST subset (10k train / 2k validation images) at 32x32; see `nas proxy-check` for
-how well this ranks configs. --evaluator zero-cost scores configs with synflow, no training.
-"""
+HELP = "\n\n".join([
+    "Search ShuffleNet v1 configs on the accuracy-MFLOPs Pareto front under FLOP budgets.",
+    "Each --budget gets its own study in the storage (default runs/shufflenas.db); running the same command again "
+    "resumes it. Every trial stores its config, MACs, params, accuracy per epoch, timing and evaluator.",
+    f"Design space (default; --space FILE for yours, YAML/TOML/JSON): {DesignSpace().describe()}. Width is not "
+    "sampled: it is solved so that each sample uses most of the budget. The first trials (--start-trials) are a "
+    "space-filling design from shallow-and-wide to deep-and-narrow, so the sampler sees the corners of the space "
+    "before it models it.",
+    "Accuracy (default --evaluator proxy): one epoch of real training on the embedded Fashion-MNIST subset (10k "
+    "train / 2k validation images) at 32x32; see `nas proxy-check` for how well this ranks configs. --evaluator "
+    "zero-cost scores configs with synflow, no training.",
+    "--n-trials counts trials that finished: complete, pruned, or failed on their own. A trial lost to a worker "
+    "that died, or to Ctrl-C, does not count: it runs again, and a dead worker is replaced (--worker-restarts).",
+    "Exit codes: 0 every study reached --n-trials (or --timeout ended the run); 1 every trial of a study failed, "
+    "or workers could not be kept alive; 2 bad input (nothing is written); 130 interrupted (run the same command "
+    "to resume).",
+])
 
 
 def register(app: typer.Typer) -> None:
@@ -32,14 +34,15 @@ def register(app: typer.Typer) -> None:
 
 def search(
     budget: List[str] = typer.Option(["140M"], "--budget", "-b", help="FLOP (MAC) budget at 224x224: 40M, 140M, 524M, 0.6G, 150e6. Repeat for one study per budget."),
-    n_trials: int = typer.Option(64, "--n-trials", "-n", min=1, help="Finished trials each study should reach (presets included)."),
+    n_trials: int = typer.Option(64, "--n-trials", "-n", min=1, help="Trials each study should finish (presets included; lost trials do not count)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting new trials after this many seconds (all budgets together)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of training."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, nsga2 or random."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage: a .db file, journal:FILE, or a SQLAlchemy URL. Default runs/shufflenas.db."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage: a .db file, journal:FILE, or a database URL such as postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass). Default runs/shufflenas.db."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default shufflenet-<budget>); the same name resumes."),
     workers: int = typer.Option(0, "--workers", min=0, help="Local worker processes sharing the storage (0 = measured default for this machine)."),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads per worker (0 = measured default)."),
+    worker_restarts: int = typer.Option(3, "--worker-restarts", min=0, help="Replace a worker process that dies up to this many times per study (0 = never)."),
     space_file: Optional[Path] = typer.Option(None, "--space", help="Design space file (YAML, TOML or JSON)."),
     data: str = typer.Option("fashion-mnist", "--data", help="fashion-mnist (embedded), fashion-mnist:full, imagefolder:PATH or cifar10:PATH."),
     evaluator: str = typer.Option("proxy", "--evaluator", help="proxy (training) or zero-cost (synflow, no training) or zero-cost:naswot."),
@@ -66,6 +69,51 @@ def search(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display (a line per trial instead)."),
 ) -> None:
     arguments = dict(locals())
-    from nas.commands.search_request import SearchRequest, run_search_command
+    from nas.commands.search_settings import SearchRequest
 
-    run_search_command(SearchRequest(**arguments))
+    code = run_search_command(SearchRequest(**arguments))
+    if code:
+        raise typer.Exit(code)
+
+
+def run_search_command(request: object) -> int:
+    """Check the request, run the engine, print the summary; return the exit code."""
+    import optuna
+
+    from nas.backends import create_backend
+    from nas.commands.search_settings import SearchRequest, backend_options, build_settings
+    from nas.console import output_console
+    from nas.engine.outcome import exit_code
+    from nas.engine.run import run_search
+    from nas.errors import UserError
+    from nas.reporting.progress import RichDisplay
+    from nas.reporting.summary import print_search_summary
+    from nas.storage import describe_storage
+
+    assert isinstance(request, SearchRequest)
+    backend_name, options = backend_options(request)
+    settings = build_settings(request)
+    console = output_console()
+    # Failed trials are reported by the display with their stored one-line reason.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if settings.latency is not None:
+        _probe_device(console, settings.latency)
+    display = RichDisplay(console, quiet=request.quiet)
+    outcome = run_search(settings, create_backend(backend_name, options), display)
+    print_search_summary(console, outcome, describe_storage(outcome.storage_url))
+    if outcome.stopped_reason:
+        raise UserError(f"search stopped: {outcome.stopped_reason}")
+    if outcome.interrupted:
+        console.print("[yellow]interrupted: finished trials are kept; run the same command to resume[/yellow]")
+    return exit_code(outcome)
+
+
+def _probe_device(console, latency) -> None:  # noqa: ANN001 - rich Console, LatencySettings
+    """Fail fast, with the device's own reason, before any trial is started."""
+    from nas.latency import open_device
+
+    if latency.lut_path and latency.device in ("", "lut"):
+        return
+    info = open_device(latency.device, **latency.options).probe()
+    described = ", ".join(f"{key} {info[key]}" for key in ("arch", "cpu_model", "cores", "onnxruntime") if info.get(key))
+    console.print(f"[dim]latency device {latency.device}: {described}[/dim]")

@@ -12,41 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from shufflenet_core import ShuffleNetConfig, complexity, get_preset
 from search_spaces import DesignSpace, suggest
+from shufflenet_core import PAPER_STAGE2_CHANNELS, ShuffleNetConfig, complexity, get_preset
 
 from nas import records as R
-from nas.evaluation.base import AccuracyEvaluator, Evaluation
 from nas.engine.early_stopping import HalvingRule
+from nas.engine.lost_trials import retry_lost_trial
+from nas.engine.settings import MAX_ATTEMPTS, Budget, LatencySettings, SearchSettings
+from nas.evaluation.base import AccuracyEvaluator, Evaluation
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["LatencySettings", "TrialRunner", "WORKER_HOST", "WORKER_PID"]
+__all__ = ["TrialRunner", "make_runner"]
 
-_RESULT_ATTRS = (
-    R.ACCURACY, R.ACCURACY_SEEDS, R.ACCURACY_STD, R.LEARNING_CURVE, R.EPOCHS, "score", R.TRAIN_SECONDS,
-    R.WEIGHTS_PATH, "diverged",
-)
-
-WORKER_HOST = "worker_host"
-WORKER_PID = "worker_pid"
-SKIPPED = "skipped"
-DUPLICATE_OF = "duplicate_of"
-STOPPED_REASON = "stopped_reason"
-SCORE = "score"
-WIDTH = "width"
-
-
-@dataclass(frozen=True)
-class LatencySettings:
-    """Latency as a constraint and/or objective, from a device or its lookup table."""
-
-    device: str
-    lut_path: str | None = None
-    budget_ms: float | None = None
-    threads: int = 1
-    options: dict[str, Any] = field(default_factory=dict)
+INTERRUPTED_BY_USER = "interrupted by the user"
 
 
 @dataclass
@@ -63,6 +43,10 @@ class TrialRunner:
     on_step: Callable[[int, int], None] | None = None
     on_epoch_stored: Callable[[int, float], None] | None = None
     """Told (epoch, accuracy) once an epoch's accuracy is stored, e.g. to report it to Ray Tune."""
+    worker: str = "in-process"
+    """Stored with each trial: which worker ran it (e.g. "worker 2", "ray")."""
+    backend: str = "local"
+    max_attempts: int = MAX_ATTEMPTS
     _latency_evaluator: Any = field(default=None, init=False, repr=False)
 
     # -- proposal ---------------------------------------------------------------------------
@@ -84,7 +68,10 @@ class TrialRunner:
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr(R.FAIL_REASON, "interrupted by the user")
+            # Lost, not failed: the config is run again when the search resumes.
+            trial.set_user_attr(R.FAIL_REASON, INTERRUPTED_BY_USER)
+            trial.set_user_attr(R.LOST, True)
+            retry_lost_trial(trial.study, trial, INTERRUPTED_BY_USER, self.max_attempts, count_attempt=False)
             raise
         except Exception as error:  # noqa: BLE001 - stored, then Optuna marks the trial FAIL
             text = str(error).strip().splitlines()
@@ -92,14 +79,16 @@ class TrialRunner:
             raise
 
     def _run(self, trial: "optuna.trial.Trial") -> tuple[float, ...] | float:
-        trial.set_user_attr(WORKER_HOST, socket.gethostname())
-        trial.set_user_attr(WORKER_PID, os.getpid())
+        trial.set_user_attr(R.WORKER_HOST, socket.gethostname())
+        trial.set_user_attr(R.WORKER_PID, os.getpid())
+        trial.set_user_attr(R.WORKER_NAME, self.worker)
+        trial.set_user_attr(R.BACKEND, self.backend)
         config = self.propose(trial)
         cost = complexity(config)
         trial.set_user_attr(R.CONFIG, config.to_dict())
         trial.set_user_attr(R.MACS, cost.macs)
         trial.set_user_attr(R.PARAMS, cost.params)
-        trial.set_user_attr(WIDTH, config.stage_out_channels[0] / _paper_stage2(config))
+        trial.set_user_attr(R.WIDTH, config.stage_out_channels[0] / _paper_stage2(config))
         trial.set_user_attr(R.EVALUATOR, self.evaluator.name)
         over_budget = cost.macs - self.budget_macs
         trial.set_constraint("macs_over_budget", float(over_budget))
@@ -109,16 +98,16 @@ class TrialRunner:
         )
         if not feasible:
             # Over a budget: counted and stored, but not worth training.
-            trial.set_user_attr(SKIPPED, "over budget: not trained")
+            trial.set_user_attr(R.SKIPPED, "over budget: not trained")
             return self._values(trial, 0.0, cost.mflops, latency_ms)
         earlier = self._earlier_result(trial, config)
         if earlier is not None:
             # Samplers re-propose configs; training is seeded, so the result would be the same.
-            for key in _RESULT_ATTRS:
+            for key in R.RESULT_ATTRS:
                 if key in earlier.user_attrs:
                     trial.set_user_attr(key, earlier.user_attrs[key])
-            trial.set_user_attr(DUPLICATE_OF, earlier.number)
-            return self._values(trial, float(earlier.user_attrs[SCORE]), cost.mflops, latency_ms)
+            trial.set_user_attr(R.DUPLICATE_OF, earlier.number)
+            return self._values(trial, float(earlier.user_attrs[R.SCORE]), cost.mflops, latency_ms)
         evaluation = self.evaluator.evaluate(config, on_epoch=self._epoch_callback(trial, cost.macs), on_step=self.on_step)
         self._store_evaluation(trial, evaluation)
         return self._values(trial, evaluation.score, cost.mflops, latency_ms)
@@ -130,7 +119,7 @@ class TrialRunner:
         wanted = config.to_dict()
         for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             attrs = other.user_attrs
-            if attrs.get(R.CONFIG) == wanted and attrs.get(R.EVALUATOR) == self.evaluator.name and SCORE in attrs:
+            if attrs.get(R.CONFIG) == wanted and attrs.get(R.EVALUATOR) == self.evaluator.name and R.SCORE in attrs:
                 return other
         return None
 
@@ -147,10 +136,10 @@ class TrialRunner:
                 trial.set_user_attr(R.ACCURACY_STD, evaluation.score_std)
             trial.set_user_attr(R.LEARNING_CURVE, evaluation.learning_curve)
             trial.set_user_attr(R.EPOCHS, len(evaluation.learning_curve))
-        trial.set_user_attr(SCORE, evaluation.score)
+        trial.set_user_attr(R.SCORE, evaluation.score)
         trial.set_user_attr(R.TRAIN_SECONDS, round(evaluation.seconds, 3))
         if evaluation.diverged:
-            trial.set_user_attr("diverged", True)
+            trial.set_user_attr(R.DIVERGED, True)
         if evaluation.state_dict is not None and self.weights_dir is not None:
             import torch
 
@@ -164,8 +153,7 @@ class TrialRunner:
         import optuna
 
         curve: list[float] = []
-        recipe = getattr(self.evaluator, "recipe", None)
-        last_epoch = getattr(recipe, "epochs", 1) - 1
+        last_epoch = self.evaluator.epochs - 1
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             curve.append(accuracy)
@@ -177,8 +165,10 @@ class TrialRunner:
             if len(self.objectives) == 1:
                 trial.report(accuracy, epoch)
                 if trial.should_prune():
+                    trial.set_user_attr(R.PRUNED_BY, f"successive halving pruner after epoch {epoch + 1}")
                     raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch + 1}")
             elif self.halving is not None and self.halving.should_stop(trial.study, trial.number, macs, epoch, accuracy):
+                trial.set_user_attr(R.PRUNED_BY, f"successive halving among MFLOPs peers after epoch {epoch + 1}")
                 raise optuna.TrialPruned(f"successive halving: below its MFLOPs peers after epoch {epoch + 1}")
 
         return on_epoch
@@ -195,20 +185,47 @@ class TrialRunner:
             result = self._latency_evaluator.latency(config)
         except DeviceUnavailableError as error:
             # No config can be measured: stop the search with the reason instead of failing every trial.
-            trial.study.set_user_attr(STOPPED_REASON, str(error))
+            trial.study.set_user_attr(R.STOPPED_REASON, str(error))
             trial.study.stop()
             raise
         trial.set_user_attr(R.LATENCY_MS, result.median_ms)
         trial.set_user_attr(R.LATENCY_SOURCE, result.source)
         trial.set_user_attr(R.LATENCY_DEVICE, result.device)
-        trial.set_user_attr("latency_p10_ms", result.p10_ms)
-        trial.set_user_attr("latency_p90_ms", result.p90_ms)
+        trial.set_user_attr(R.LATENCY_P10_MS, result.p10_ms)
+        trial.set_user_attr(R.LATENCY_P90_MS, result.p90_ms)
         if self.latency.budget_ms is not None:
             trial.set_constraint("latency_over_budget_ms", float(result.median_ms - self.latency.budget_ms))
         return result.median_ms
 
 
 def _paper_stage2(config: ShuffleNetConfig) -> int:
-    from shufflenet_core import PAPER_STAGE2_CHANNELS
-
     return PAPER_STAGE2_CHANNELS.get(config.groups, config.stage_out_channels[0])
+
+
+def make_runner(
+    settings: SearchSettings,
+    budget: Budget,
+    *,
+    worker: str,
+    backend: str = "local",
+    on_step: Callable[[int, int], None] | None = None,
+    on_epoch_stored: Callable[[int, float], None] | None = None,
+    early_stopping: bool = True,
+) -> TrialRunner:
+    """The runner every backend uses for ``budget``'s study (``early_stopping=False`` when the
+    backend stops trials itself, as Ray's ASHA does)."""
+    halving = HalvingRule() if early_stopping and settings.halving and len(settings.objectives) > 1 else None
+    return TrialRunner(
+        space=settings.space,
+        budget_macs=budget.macs,
+        evaluator=settings.evaluator,
+        objectives=settings.objectives,
+        weights_dir=settings.runs_dir / "weights" if settings.keep_weights else None,
+        latency=settings.latency,
+        halving=halving,
+        on_step=on_step,
+        on_epoch_stored=on_epoch_stored,
+        worker=worker,
+        backend=backend,
+        max_attempts=settings.max_attempts,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from shufflenet_core import ShuffleNetConfig
 
 from nas.evaluation.data import DEFAULT_DATA, Dataset, load_data
 from nas.evaluation.training import Recipe, prepare_data, train_config
-from nas.evaluation.base import EpochCallback, Evaluation, StepCallback
+from nas.evaluation.base import EpochCallback, Evaluation, EvaluatorOptions, StepCallback, register_evaluator
 
 __all__ = ["DEFAULT_RECIPE", "ProxyTrainingEvaluator"]
 
@@ -37,10 +38,19 @@ class ProxyTrainingEvaluator:
     objective_name: str = "accuracy"
     _dataset: Dataset | None = field(default=None, init=False, repr=False)
 
+    @property
+    def epochs(self) -> int:
+        return self.recipe.epochs
+
     def dataset(self) -> Dataset:
         if self._dataset is None:
             self._dataset = load_data(self.data_spec)
         return self._dataset
+
+    def with_dataset(self, dataset: Dataset | None) -> ProxyTrainingEvaluator:
+        copy = dataclasses.replace(self)
+        copy._dataset = dataset
+        return copy
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "data": self.data_spec, "recipe": self.recipe.to_dict(), "seeds": list(self.seeds)}
@@ -82,3 +92,12 @@ def _offset_steps(on_step: StepCallback | None, run: int, runs: int) -> StepCall
     if on_step is None:
         return None
     return lambda done, total: on_step(run * total + done, runs * total)
+
+
+@register_evaluator("proxy")
+def _proxy(options: EvaluatorOptions) -> ProxyTrainingEvaluator:
+    if options.method:
+        raise ValueError(f"the proxy evaluator has no method {options.method!r}; use proxy")
+    return ProxyTrainingEvaluator(
+        data_spec=options.data_spec, recipe=options.recipe, seeds=options.seeds, keep_weights=options.keep_weights
+    )

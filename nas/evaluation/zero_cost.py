@@ -11,6 +11,7 @@ training on 9 configs; `nas proxy-check --evaluator zero-cost` measures it on yo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from shufflenet_core import ShuffleNetConfig, build_model
 
 from nas.evaluation.data import DEFAULT_DATA, Dataset, load_data
 from nas.evaluation.training import Recipe, prepare_data, proxy_config
-from nas.evaluation.base import EpochCallback, Evaluation, StepCallback
+from nas.evaluation.base import EpochCallback, Evaluation, EvaluatorOptions, StepCallback, register_evaluator
 
 __all__ = ["ZeroCostEvaluator", "naswot_score", "synflow_score"]
 
@@ -87,16 +88,30 @@ class ZeroCostEvaluator:
         self.name = f"zero-cost:{self.method}"
         self.objective_name = self.method
 
+    epochs: int = field(default=0, init=False)
+    """No training."""
+
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "data": self.data_spec, "resolution": self.recipe.resolution}
+
+    def known_seed_sd(self) -> float | None:
+        return None  # the scores are computed from a fixed seed: no seed noise to speak of
+
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_data(self.data_spec)
+        return self._dataset
+
+    def with_dataset(self, dataset: Dataset | None) -> ZeroCostEvaluator:
+        copy = dataclasses.replace(self)
+        copy._dataset = dataset
+        return copy
 
     def evaluate(
         self, config: ShuffleNetConfig, *, on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None
     ) -> Evaluation:
         started = time.perf_counter()
-        if self._dataset is None:
-            self._dataset = load_data(self.data_spec)
-        data = prepare_data(self._dataset, self.recipe)
+        data = prepare_data(self.dataset(), self.recipe)
         if self.method == "synflow":
             score = synflow_score(config, data.in_channels, data.resolution, data.num_classes)
         else:
@@ -104,3 +119,8 @@ class ZeroCostEvaluator:
             model = build_model(proxy_config(config, data))
             score = naswot_score(model, data.train_images[:64])
         return Evaluation(score=score, per_seed=[score], seconds=time.perf_counter() - started)
+
+
+@register_evaluator("zero-cost")
+def _zero_cost(options: EvaluatorOptions) -> ZeroCostEvaluator:
+    return ZeroCostEvaluator(options.method or "synflow", data_spec=options.data_spec, recipe=options.recipe)

@@ -4,11 +4,16 @@ The output folder holds ``model.onnx`` (one self-contained file), ``model.pt`` +
 (read back with ``shufflenet_core.load``) and a model card (``model_card.md`` / ``.json``).
 Everything is written into a hidden temporary folder beside the target and renamed into place
 at the end, so a failure or Ctrl-C leaves either the old folder or nothing, never half a model.
+
+An existing ``--out`` is only ever replaced with ``--force``, and only when it is empty or holds
+exactly a previous export: a ``model_card.json`` written by ``nas export`` and no file that the
+card does not list. Anything else is refused and left as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -20,6 +25,7 @@ from shufflenet_core import ShuffleNetConfig, complexity
 
 from nas import records as keys
 from nas.errors import UserError
+from nas.export.model_card import CARD_JSON, CARD_MARKDOWN, files_written
 from nas.records import StudyInfo, TrialRecord
 
 if TYPE_CHECKING:
@@ -39,8 +45,7 @@ __all__ = [
 
 FORMATS = ("onnx", "pytorch")
 ONNX_FILE = "model.onnx"
-CARD_MARKDOWN = "model_card.md"
-CARD_JSON = "model_card.json"
+MAX_CARD_BYTES = 16 * 2**20  # a card is a few KB; anything this big is not one
 ONNX_ATOL = 1e-4
 
 
@@ -122,46 +127,18 @@ def select_best(
     latency_budget_ms: float | None = None,
     budget_label: str | None = None,
 ) -> TrialRecord:
-    """The most accurate trial of the feasible Pareto front within the budgets.
+    """The best trial within the budgets (:func:`nas.results.choose_best`, as the search
+    summary and the dashboard pick it), with MACs recounted from each stored config; a
+    one-line UserError when there is none."""
+    from nas.results import choose_best
 
-    MACs are recounted from each stored config; latency is the trial's ``latency_ms``. A
-    trial without a latency is out when a latency budget is given.
-    """
-    from nas.analysis import front_records
-
-    complete = [with_recomputed_macs(r) for r in records if r.complete and r.config is not None]
-    feasible = [r for r in complete if r.feasible]
-    if not feasible:
-        raise UserError(f"no feasible completed trial in study {info.name!r} ({len(complete)} completed)")
-    candidates = [r for r in feasible if budget_macs is None or (r.macs is not None and r.macs <= budget_macs)]
-    if latency_budget_ms is not None:
-        timed = [r for r in candidates if r.latency_ms is not None]
-        if not [r for r in feasible if r.latency_ms is not None]:
-            raise UserError("no trial of this study has a latency; drop --latency-budget or search with latency")
-        candidates = [r for r in timed if float(r.latency_ms) <= latency_budget_ms]
-    if not candidates:
-        raise UserError(_no_candidate_message(feasible, budget_macs, budget_label, latency_budget_ms))
-    objectives = [name for name in info.objectives if name in ("accuracy", "mflops", "latency_ms")]
-    if latency_budget_ms is not None and "latency_ms" not in objectives:
-        objectives.append("latency_ms")
-    front = front_records(candidates, objectives or ("accuracy", "mflops"))
-    return max(front, key=lambda r: (r.accuracy, -(r.macs or 0), -(r.latency_ms or 0.0), -r.number))
-
-
-def _no_candidate_message(
-    feasible: list[TrialRecord], budget_macs: int | None, label: str | None, latency_ms: float | None
-) -> str:
-    limits = []
-    if budget_macs is not None:
-        limits.append(f"{label or f'{budget_macs / 1e6:g}M'} MACs")
-    if latency_ms is not None:
-        limits.append(f"{latency_ms:g} ms")
-    smallest = min(r.macs for r in feasible if r.macs is not None) / 1e6
-    hint = f"the smallest feasible trial uses {smallest:.1f} MFLOPs"
-    timed = [float(r.latency_ms) for r in feasible if r.latency_ms is not None]
-    if latency_ms is not None and timed:
-        hint += f", the fastest takes {min(timed):.2f} ms"
-    return f"no feasible trial within {' and '.join(limits)} ({hint}); raise the budget"
+    recounted = [with_recomputed_macs(r) for r in records if r.config is not None]
+    choice = choose_best(
+        recounted, info, budget_macs=budget_macs, latency_budget_ms=latency_budget_ms, budget_label=budget_label
+    )
+    if choice.record is None:
+        raise UserError(str(choice.reason))
+    return choice.record
 
 
 # --- the output folder ----------------------------------------------------------------------
@@ -170,10 +147,7 @@ def _no_candidate_message(
 def check_output_folder(out: Path, *, force: bool) -> None:
     """Fail early (before any training) when ``out`` cannot be written as asked."""
     if out.exists() or out.is_symlink():
-        if not out.is_dir() or out.is_symlink():
-            raise UserError(f"--out {out} exists and is not a folder; choose another path")
-        if not force:
-            raise UserError(f"--out {out} already exists; pass --force to replace it or choose another path")
+        _check_replaceable(out, force=force)
     ancestor = out.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -181,6 +155,60 @@ def check_output_folder(out: Path, *, force: bool) -> None:
         raise UserError(f"cannot create {out}: {ancestor} is a file; choose another --out")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {ancestor}: permission denied; choose another --out")
+
+
+def _check_replaceable(out: Path, *, force: bool) -> None:
+    """``out`` exists: raise unless it is a folder that ``--force`` may replace and it was given."""
+    if out.is_symlink() or not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder; choose another path")
+    problem = _why_not_replaceable(out)
+    if problem is not None:
+        raise UserError(f"--out {out} already exists and {problem}")
+    if not force:
+        what = "is an empty folder" if not any(out.iterdir()) else "holds a previous export"
+        raise UserError(f"--out {out} already exists ({what}); pass --force to replace it or choose another path")
+
+
+_ONLY_EXPORTS = "--force only replaces a previous export"
+
+
+def _why_not_replaceable(folder: Path) -> str | None:
+    """None when replacing ``folder`` loses nothing but a previous export (or nothing at all);
+    else why not and what to do, as the end of a sentence."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error}); choose another --out"
+    if not entries:
+        return None
+    if not any(entry.name == CARD_JSON for entry in entries):
+        return (f"is not a previous export (no {CARD_JSON}; it holds {_names(entries)}); {_ONLY_EXPORTS}: "
+                "choose a new or empty folder")
+    written = _files_of_card(folder / CARD_JSON)
+    if written is None:
+        return f"its {CARD_JSON} was not written by nas export; {_ONLY_EXPORTS}: choose a new or empty folder"
+    extra = [e for e in entries if e.name not in written or not e.is_file(follow_symlinks=False)]
+    if extra:
+        return (f"holds files the previous export did not write ({_names(extra)}); {_ONLY_EXPORTS} as it was "
+                "written: move them out or choose another folder")
+    return None
+
+
+def _files_of_card(card: Path) -> frozenset[str] | None:
+    """The files the export that wrote ``card`` put beside it, or None if it is not such a card."""
+    try:
+        if card.is_symlink() or not card.is_file() or card.stat().st_size > MAX_CARD_BYTES:
+            return None
+        parsed = json.loads(card.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return files_written(parsed)
+
+
+def _names(entries: Sequence[os.DirEntry]) -> str:
+    shown = [entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "") for entry in entries[:3]]
+    more = len(entries) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def _make_parents(folder: Path) -> list[Path]:
@@ -196,21 +224,29 @@ def _make_parents(folder: Path) -> list[Path]:
 
 
 def write_atomically(out: Path, *, force: bool, fill: Callable[[Path], None]) -> None:
-    """Call ``fill(tmp)`` on a fresh hidden folder beside ``out``, then rename it to ``out``."""
+    """Call ``fill(tmp)`` on a fresh hidden folder beside ``out``, then rename it to ``out``.
+
+    An existing ``out`` is replaced only as :func:`check_output_folder` allows (checked again
+    here, and once more after it is moved aside, since the export may have taken hours).
+    """
     created: list[Path] = []
     staging: Path | None = None
     backup: Path | None = None
+    replaced = False
     try:
         created = _make_parents(out.parent)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         fill(staging)
-        if out.exists():
-            if not force:
-                raise UserError(f"--out {out} appeared while exporting; pass --force to replace it")
+        if out.exists() or out.is_symlink():
+            _check_replaceable(out, force=force)
             backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, backup / out.name)
+            problem = _why_not_replaceable(backup / out.name)  # something may have landed in between
+            if problem is not None:
+                raise UserError(f"--out {out} changed while exporting and {problem}")
         os.replace(staging, out)
         staging = None
+        replaced = True
     except OSError as error:
         _restore(out, backup)
         raise UserError(f"cannot write {out}: {error.strerror or error}") from None
@@ -227,7 +263,13 @@ def write_atomically(out: Path, *, force: bool, fill: Callable[[Path], None]) ->
                 except OSError:
                     break
         if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+            if replaced:
+                shutil.rmtree(backup, ignore_errors=True)  # the previous export, checked above
+            else:
+                try:  # empty once the old folder is back; if it could not go back, keep it here
+                    backup.rmdir()
+                except OSError:
+                    pass
 
 
 def _restore(out: Path, backup: Path | None) -> None:
@@ -319,6 +361,9 @@ def run_export(request: ExportRequest, *, train: Callable[..., Any] | None = Non
             records, info, budget_macs=request.budget_macs, latency_budget_ms=request.latency_budget_ms,
             budget_label=request.budget_label,
         )
+        kind = "trained accuracy" if info.trained else "zero-cost score, not a trained accuracy"
+        log(f"best trial: #{record.number}, ranked by {info.quality} ({kind}) {record.score:.4f} "
+            f"at {record.mflops or 0:.2f} MFLOPs")
     assert record.config is not None
     model, config, weights = _weights_for(record, info, url, request, train, log)
     onnx_info: dict[str, Any] | None = None

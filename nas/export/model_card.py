@@ -19,9 +19,17 @@ from nas.records import StudyInfo, TrialRecord
 if TYPE_CHECKING:
     from nas.export.bundle import ExportRequest, WeightsSource
 
-__all__ = ["CARD_SCHEMA", "build_card", "render_markdown"]
+__all__ = ["CARD_JSON", "CARD_MARKDOWN", "CARD_SCHEMA", "GENERATOR", "build_card", "files_written", "render_markdown"]
 
 CARD_SCHEMA = "shufflenas.export.model_card/1"
+CARD_JSON = "model_card.json"
+CARD_MARKDOWN = "model_card.md"
+# Marks a card (and so its folder) as written by `nas export`: `nas export --force` replaces only such folders.
+GENERATOR = "shufflenas nas export"
+# Cards without "generator": release 0.1.0 wrote "shufflenas.model_card/1"; the development
+# version after it (same version number) "shufflenas.export.model_card/1". Both say
+# "exported_with": "shufflenas <version>" in their provenance.
+_UNMARKED_SCHEMAS = ("shufflenas.model_card/1", "shufflenas.export.model_card/1")
 
 
 def build_card(
@@ -41,6 +49,7 @@ def build_card(
     attrs = record.attrs
     return {
         "schema": CARD_SCHEMA,
+        "generator": GENERATOR,
         "name": f"{info.name}-trial{record.number}",
         "architecture": {"family": "ShuffleNet v1", "short_name": config.short_name, "config": config.to_dict()},
         "complexity": {
@@ -74,6 +83,33 @@ def build_card(
         },
         "trial_attrs": {k: v for k, v in attrs.items() if k not in (keys.CONFIG, keys.LEARNING_CURVE)},
     }
+
+
+def files_written(card: Any) -> frozenset[str] | None:
+    """The file names an export wrote into its folder, read from its card (a parsed
+    ``model_card.json``): the card's file list plus the two card files. None when the card was
+    not written by ``nas export`` (of this release, or of 0.1.0 before cards were marked) or its
+    file list is not a list of plain file names.
+    """
+    if not isinstance(card, dict):
+        return None
+    if "generator" in card:
+        if card["generator"] != GENERATOR:
+            return None
+    else:
+        provenance = card.get("provenance")
+        exported_with = provenance.get("exported_with") if isinstance(provenance, dict) else None
+        if card.get("schema") not in _UNMARKED_SCHEMAS or not str(exported_with or "").startswith("shufflenas "):
+            return None
+    files = card.get("files")
+    listed = files.get("list") if isinstance(files, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(name, str) and _plain_name(name) for name in listed):
+        return None
+    return frozenset([*listed, CARD_JSON, CARD_MARKDOWN])
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def _accuracy_section(record: TrialRecord, info: StudyInfo, weights_kind: str) -> dict[str, Any] | None:

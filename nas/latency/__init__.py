@@ -1,4 +1,4 @@
-"""On-device latency: devices (local, SSH, adb), measurement, lookup tables, budgets.
+"""On-device latency: devices (local, SSH, adb, lut), measurement, lookup tables, budgets.
 
 For the search::
 
@@ -10,16 +10,25 @@ For the search::
 Device faults raise :class:`DeviceError` (a ``UserError``) with a one-line reason; its
 subclass :class:`DeviceUnavailableError` means no config can be measured (unreachable, refused,
 unknown host key, missing runtime), so a search should stop instead of failing every trial.
+
+Layout: errors.py and timing.py (what a device raises, is asked, answers) < devices.py (the
+Device interface and the registry: ``register_device``, ``open_device``) < runner_device.py
+(runner.py driven over a Python on the device) < kinds/ (one module per kind, each registering
+itself; imported here, so every kind is known once nas.latency is). measure.py, lut.py and
+evaluator.py use a Device and never import a kind.
 """
 
 from __future__ import annotations
 
 from nas.latency.budget import parse_latency
 from nas.latency.cache import LatencyCache
-from nas.latency.devices import Device, DeviceError, DeviceUnavailableError, RunSettings, Timing, open_device, summarize
+from nas.latency.devices import Device, device_kinds, open_device, register_device
+import nas.latency.kinds as _kinds  # noqa: F401  (registers local, ssh, adb, lut: see kinds/__init__.py)
+from nas.latency.errors import DeviceError, DeviceUnavailableError
 from nas.latency.evaluator import LatencyEvaluator, LatencyResult
 from nas.latency.lut import LatencyLUT
 from nas.latency.measure import Measurement, measure_config
+from nas.latency.timing import RunSettings, Timing, summarize
 
 __all__ = [
     "Device",
@@ -32,8 +41,10 @@ __all__ = [
     "Measurement",
     "RunSettings",
     "Timing",
+    "device_kinds",
     "measure_config",
     "open_device",
     "parse_latency",
+    "register_device",
     "summarize",
 ]

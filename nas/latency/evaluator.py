@@ -11,9 +11,11 @@ from nas.errors import UserError
 from shufflenet_core.config import ShuffleNetConfig
 
 from nas.latency.cache import LatencyCache
-from nas.latency.devices import Device, DeviceError, RunSettings
+from nas.latency.devices import Device
+from nas.latency.errors import DeviceError
 from nas.latency.lut import LatencyLUT
 from nas.latency.measure import measure_config
+from nas.latency.timing import RunSettings
 
 __all__ = ["LatencyEvaluator", "LatencyResult"]
 
@@ -36,8 +38,9 @@ class LatencyEvaluator:
     """``LatencyEvaluator(open_device("ssh://pi"), lut=None, threads=1).latency(config)``.
 
     With a table, a covered config is predicted without touching the device (p10/p90 equal
-    the median: a prediction has no spread); an uncovered one is measured if a device was
-    given. Device faults raise :class:`DeviceError` with a one-line reason.
+    the median: a prediction has no spread); an uncovered one is measured if a device that
+    measures was given (not None, not ``lut``), and fails otherwise. Device faults raise
+    :class:`DeviceError` with a one-line reason.
     """
 
     def __init__(
@@ -58,12 +61,13 @@ class LatencyEvaluator:
         self.cache = cache if cache is not None else LatencyCache()
 
     def device_info(self) -> dict[str, Any]:
-        if self.device is not None:
+        if self.device is not None and (self.device.measures or self.lut is None):
             return self.device.probe()
         return dict(self.lut.device) if self.lut else {}
 
     def latency(self, config: ShuffleNetConfig) -> LatencyResult:
-        if self.lut is not None and (self.lut.covers(config) or self.device is None):
+        predict_only = self.device is None or not self.device.measures
+        if self.lut is not None and (predict_only or self.lut.covers(config)):
             try:
                 predicted = self.lut.predict(config)
             except UserError as error:  # uncovered and no device to measure on: this trial fails

@@ -28,10 +28,12 @@ from nas.errors import UserError
 from shufflenet_core.config import ShuffleNetConfig
 from shufflenet_core.structure import stem_output_size, unit_specs
 
-from nas.latency.devices import Device, RunSettings
+from nas.latency.devices import Device
+from nas.latency.timing import RunSettings
 from nas.latency.measure import export_config, export_module
 
-__all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "ValidationReport", "LUT_FORMAT"]
+__all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "ValidationReport", "LUT_FORMAT",
+           "sample_distinct"]
 
 LUT_FORMAT = "shufflenas-latency-lut"
 LUT_VERSION = 1
@@ -235,7 +237,8 @@ def build_lut(
                         f"(fewer widths, ratios or stems) or raise the limit with --max-components")
     info = device.require_runtime()
     components = _components(configs)
-    progress(f"exporting {len(components)} components and {len(calibration_configs)} calibration networks")
+    held_out = f" and {len(holdout_configs)} held-out" if holdout_configs else ""
+    progress(f"exporting {len(components)} components, {len(calibration_configs)} calibration{held_out} networks")
     with tempfile.TemporaryDirectory(prefix="shufflenas-lut-") as folder:
         paths = []
         for index, component in enumerate(components):
@@ -333,13 +336,17 @@ def validate_lut(
     return ValidationReport(tolerance, rows)
 
 
-def sample_distinct(sample: Callable[[random.Random], ShuffleNetConfig], count: int, seed: int) -> list[ShuffleNetConfig]:
-    """``count`` random configs, distinct where the space allows (bounded attempts)."""
+def sample_distinct(sample: Callable[[random.Random], ShuffleNetConfig], count: int, seed: int, *,
+                    exclude: Iterable[ShuffleNetConfig] = ()) -> list[ShuffleNetConfig]:
+    """``count`` random configs, distinct where the space allows (bounded attempts), none of
+    them in ``exclude`` (e.g. the calibration networks, when sampling configs to judge a fit)."""
     rng = random.Random(seed)
+    excluded = {config.to_json() for config in exclude}
     chosen: dict[str, ShuffleNetConfig] = {}
     for _ in range(count * 20):
         config = sample(rng)
-        chosen.setdefault(config.to_json(), config)
+        if config.to_json() not in excluded:
+            chosen.setdefault(config.to_json(), config)
         if len(chosen) == count:
             break
     return list(chosen.values())

@@ -11,7 +11,8 @@ from typing import Any
 from shufflenet_core.config import ShuffleNetConfig
 
 from nas.latency.cache import LatencyCache, cache_key
-from nas.latency.devices import Device, RunSettings, Stats, summarize
+from nas.latency.devices import Device
+from nas.latency.timing import RunSettings, Stats, summarize
 
 __all__ = ["Measurement", "export_config", "measure_config", "export_module"]
 

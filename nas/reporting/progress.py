@@ -1,130 +1,111 @@
-"""Runs one study's trials (in-process or in worker processes) behind a live progress display.
+"""The live display of a search: trial n/N, the best result so far, an ETA, worker events.
 
-The display shows trial n/N, the best feasible result so far, an ETA, and (in-process) the
-current trial's training steps. With several workers the storage is polled: it is the one
-source of truth for what has finished.
+It implements :class:`nas.engine.display.Display` and does nothing else: the engine and its
+backends tell it what happened; it reads no storage and starts no process.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from nas.records import load_records, record_from_trial
-from nas.engine.study import Budget, SearchSettings, count_finished, eta_seconds, run_trials, split_trials, worker_main
-from nas.reporting.summary import best_record, knob_summary, score_of
+from nas.engine.outcome import StudyPlan, count_toward_target
+from nas.records import FAIL_REASON, SKIPPED, StudyInfo, TrialRecord
+from nas.reporting.summary import knob_summary
+from nas.results import best_trial
 
-if TYPE_CHECKING:
-    import optuna
-
-__all__ = ["SearchProgress"]
+__all__ = ["RichDisplay", "eta_seconds"]
 
 
-class SearchProgress:
-    def __init__(self, console: Console, study: "optuna.Study", settings: SearchSettings, remaining: int, *, quiet: bool) -> None:
-        self.console = console
-        self.study = study
-        self.settings = settings
-        self.remaining = remaining
-        self.quiet = quiet or not console.is_terminal
-        self.finished_at_start = count_finished(study)
+def eta_seconds(durations: Sequence[float], remaining: int, workers: int) -> float | None:
+    """Mean of the last 8 trial durations x the rounds of ``workers`` trials still to run."""
+    if not durations or remaining <= 0:
+        return None
+    recent = list(durations)[-8:]
+    return sum(recent) / len(recent) * math.ceil(remaining / max(1, workers))
+
+
+class _StudyFeed:
+    def __init__(self, display: RichDisplay, plan: StudyPlan, info: StudyInfo, records: Sequence[TrialRecord]) -> None:
+        self.display = display
+        self.plan = plan
+        self.info = info
+        self.records = {record.number: record for record in records}
         self.durations: list[float] = []
-        self.best_text = "none yet"
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=console,
-            disable=self.quiet,
-            transient=False,
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=display.console, disable=display.quiet, transient=False,
         )
+        self.trials_task: TaskID | None = None
+        self.step_task: TaskID | None = None
 
-    def __enter__(self) -> "SearchProgress":
+    def __enter__(self) -> _StudyFeed:
         self.progress.__enter__()
-        total = self.finished_at_start + self.remaining
         self.trials_task = self.progress.add_task(
-            f"{self.study.study_name}", total=total, completed=self.finished_at_start, status=""
+            self.plan.study_name, total=self.plan.target, completed=self.plan.counted_before, status=self._status()
         )
         self.step_task = self.progress.add_task("  current trial", total=1, completed=0, status="", visible=False)
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.progress.__exit__(*exc_info)
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.__exit__(None, None, None)
 
-    # -- updates ------------------------------------------------------------------------------
-    def _refresh_best(self) -> None:
-        best = best_record(load_records(self.study))
-        if best is not None:
-            self.best_text = f"best {score_of(best):.3f} @ {best.mflops:.1f}M (#{best.number})"
+    def _best_text(self) -> str:
+        best = best_trial(list(self.records.values()), self.info)
+        if best is None or best.score is None:
+            return "none yet"
+        return f"best {best.score:.3f} @ {best.mflops or 0:.1f}M (#{best.number})"
 
-    def _status(self, finished: int) -> str:
-        eta = eta_seconds(self.durations, self.finished_at_start + self.remaining - finished, self.settings.workers)
+    def _status(self) -> str:
+        counted = count_toward_target(self.records.values())
+        eta = eta_seconds(self.durations, self.plan.target - counted, self.plan.settings.workers)
         eta_text = "" if eta is None else f" | ETA {time.strftime('%M:%S', time.gmtime(eta)) if eta < 3600 else f'{eta / 3600:.1f}h'}"
-        return f"{self.best_text}{eta_text}"
+        return f"{self._best_text()}{eta_text}"
 
-    def on_trial(self, study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
-        if trial.duration is not None:
-            self.durations.append(trial.duration.total_seconds())
-        finished = count_finished(study)
-        self._refresh_best()
-        self.progress.update(self.trials_task, completed=finished, status=self._status(finished))
+    def trial_finished(self, record: TrialRecord) -> None:
+        self.records[record.number] = record
+        if record.duration_s is not None:
+            self.durations.append(record.duration_s)
+        counted = count_toward_target(self.records.values())
+        status = self._status()
+        assert self.trials_task is not None and self.step_task is not None
+        self.progress.update(self.trials_task, completed=counted, status=status)
         self.progress.update(self.step_task, visible=False)
-        if self.quiet:
-            record = record_from_trial(study.study_name, trial)
-            score = score_of(record)
-            text = "" if score is None else f"{score:.4f}"
-            reason = record.attrs.get("skipped") or record.attrs.get("fail_reason") or ""
-            self.console.print(
-                f"trial {trial.number} {trial.state.name.lower()} {text} "
-                f"{record.mflops or 0:.2f}M {knob_summary(record)} {reason}".rstrip()
-                + f" [{finished}/{self.finished_at_start + self.remaining}] {self.best_text}",
+        if self.display.quiet:
+            score = "" if record.score is None else f"{record.score:.4f}"
+            reason = record.attrs.get(SKIPPED) or record.attrs.get(FAIL_REASON) or ""
+            state = "lost" if record.lost else record.state.lower()
+            self.display.console.print(
+                f"trial {record.number} {state} {score} {record.mflops or 0:.2f}M {knob_summary(record)} {reason}".rstrip()
+                + f" [{counted}/{self.plan.target}] {status}",
                 highlight=False,
             )
 
-    def on_step(self, done: int, total: int) -> None:
-        self.progress.update(self.step_task, total=total, completed=done, visible=True)
+    def training_step(self, done: int, total: int) -> None:
+        if not self.display.quiet and self.step_task is not None:
+            self.progress.update(self.step_task, total=total, completed=done, visible=True)
 
-    # -- running ------------------------------------------------------------------------------
-    def run(self, budget: Budget, timeout: float | None) -> None:
-        if self.settings.workers <= 1:
-            run_trials(
-                self.settings, budget, self.study, self.remaining, timeout=timeout,
-                on_trial=self.on_trial, on_step=None if self.quiet else self.on_step,
-            )
-            return
-        self._run_workers(budget, timeout)
+    def worker_event(self, text: str) -> None:
+        self.display.console.print(f"[yellow]{text}[/yellow]", highlight=False)
 
-    def _run_workers(self, budget: Budget, timeout: float | None) -> None:
-        context = multiprocessing.get_context("spawn")
-        shares = split_trials(self.remaining, self.settings.workers)
-        processes = [
-            context.Process(target=worker_main, args=(self.settings, budget, share, index, timeout), daemon=False)
-            for index, share in enumerate(shares)
-        ]
-        for process in processes:
-            process.start()
-        seen: set[int] = set()
-        try:
-            while any(p.is_alive() for p in processes):
-                self._poll(seen)
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            for process in processes:  # they got SIGINT too: give them time to mark their trials
-                process.join(timeout=30)
-            self._poll(seen)
-            raise
-        for process in processes:
-            process.join()
-        self._poll(seen)
 
-    def _poll(self, seen: set[int]) -> None:
-        for trial in self.study.get_trials(deepcopy=False):
-            if trial.number not in seen and trial.state.is_finished():
-                seen.add(trial.number)
-                self.on_trial(self.study, trial)
+class RichDisplay:
+    """Progress bars on a terminal; one line per trial when ``quiet`` or piped."""
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet or not console.is_terminal
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[dim]{escape(text)}[/dim]", highlight=False)
+
+    @contextmanager
+    def study(self, plan: StudyPlan, info: StudyInfo, records: Sequence[TrialRecord]) -> Iterator[_StudyFeed]:
+        with _StudyFeed(self, plan, info, records) as feed:
+            yield feed

@@ -1,26 +1,26 @@
-"""Text summaries of studies: the Pareto table printed after a search and by `nas runs show`."""
+"""Text summaries of studies: the Pareto table printed after a search and by ``nas runs``.
+
+Everything shown is computed by :mod:`nas.results` (front, best, noise) and
+:mod:`nas.engine.outcome` (counts, exit code); this module only renders.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nas import records as R
-from nas.analysis import front_records, quality_of
 from nas.records import StudyInfo, TrialRecord
+from nas.results import best_trial, seed_noise, study_front, ties_with_best
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
-__all__ = ["best_record", "front_table", "knob_summary", "objective_label"]
+    from nas.engine.outcome import SearchOutcome, StudyOutcome
 
-
-def objective_label(info: StudyInfo) -> str:
-    return info.objectives[0] if info.objectives else "accuracy"
-
-
-def score_of(record: TrialRecord) -> float | None:
-    """Accuracy for trained trials; the zero-cost score for zero-cost studies."""
-    return quality_of(record)
+__all__ = ["front_table", "knob_summary", "print_search_summary", "state_counts", "trial_note", "trials_table"]
 
 
 def knob_summary(record: TrialRecord) -> str:
@@ -32,40 +32,30 @@ def knob_summary(record: TrialRecord) -> str:
     return f"g{config.groups} c{channels} d{depths} b{config.bottleneck_ratio:g} stem{config.stem_channels}"
 
 
-def _front(records: Sequence[TrialRecord], info: StudyInfo) -> list[TrialRecord]:
-    """The feasible front over (quality, MFLOPs[, latency]); quality is accuracy or a zero-cost score."""
-    objectives = ["score", "mflops"] + (["latency_ms"] if "latency_ms" in info.objectives else [])
-    unique = [r for r in records if r.attrs.get("duplicate_of") is None]  # re-proposed configs: shown once
-    return sorted(front_records(unique, objectives), key=lambda r: (r.mflops, r.number))
+def _score_text(record: TrialRecord, info: StudyInfo) -> str:
+    if record.score is None:
+        return ""
+    shown = f"{record.score:.3f}" if info.trained else f"{record.score:.4f}"
+    if record.accuracy_std is not None:
+        shown += f" ± {record.accuracy_std:.3f}"
+    return shown
 
 
-def best_record(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The highest-scoring feasible completed trial."""
-    candidates = [r for r in records if r.state == "COMPLETE" and r.feasible and score_of(r) is not None and not r.attrs.get("skipped")]
-    return max(candidates, key=lambda r: (score_of(r), -r.number), default=None)
-
-
-def front_table(records: Sequence[TrialRecord], info: StudyInfo) -> "Table":
+def front_table(records: Sequence[TrialRecord], info: StudyInfo) -> Table:
+    """The feasible Pareto front (each architecture once), as a table."""
     from rich.table import Table
 
-    label = objective_label(info)
     budget = f", budget {info.budget_label}" if info.budget_label else ""
-    table = Table(title=f"Pareto front of {info.name!r} ({label} vs MFLOPs{budget})")
-    for column in ("trial", "MFLOPs", "params (M)", label, "latency ms", "architecture", "preset", "train s"):
+    table = Table(title=f"Pareto front of {info.name!r} ({info.quality} vs MFLOPs{budget})")
+    for column in ("trial", "MFLOPs", "params (M)", info.quality, "latency ms", "architecture", "preset", "train s"):
         table.add_column(column, justify="left" if column in ("architecture", "preset") else "right")
-    for record in _front(records, info):
-        score = score_of(record)
-        spread = record.accuracy_std
-        shown = "" if score is None else (f"{score:.4f}" if label != "accuracy" else f"{score:.3f}")
-        if spread is not None:
-            shown += f" ± {spread:.3f}"
-        latency = record.latency_ms
+    for record in study_front(records, info):
         table.add_row(
             str(record.number),
             f"{record.mflops:.2f}" if record.mflops is not None else "",
             f"{record.params / 1e6:.3f}" if record.params is not None else "",
-            shown,
-            "" if latency is None else f"{latency:.2f}",
+            _score_text(record, info),
+            "" if record.latency_ms is None else f"{record.latency_ms:.2f}",
             knob_summary(record),
             record.preset or "",
             f"{record.attrs.get(R.TRAIN_SECONDS, 0):.0f}",
@@ -73,19 +63,80 @@ def front_table(records: Sequence[TrialRecord], info: StudyInfo) -> "Table":
     return table
 
 
-def seed_noise(records: Sequence[TrialRecord], info: StudyInfo) -> float | None:
-    """Seed noise of the accuracy: pooled over trials trained with several seeds, else the
-    value measured for the study's recipe (None when neither is known)."""
-    from nas.evaluation.proxy_trust import pooled_seed_sd
-
-    pooled = pooled_seed_sd([r.attrs.get(R.ACCURACY_SEEDS) or [] for r in records if r.complete])
-    return pooled if pooled is not None else info.attrs.get("accuracy_noise_sd")
+def state_counts(records: Sequence[TrialRecord]) -> dict[str, int]:
+    """Trials by state, lost ones (which run again and do not count) apart from failed ones."""
+    counts = Counter("LOST" if record.lost else record.state for record in records)
+    return dict(sorted(counts.items()))
 
 
-def ties_with_best(records: Sequence[TrialRecord], info: StudyInfo, noise: float) -> list[TrialRecord]:
-    """Front trials whose accuracy is within ``noise`` of the best: statistically tied with it."""
-    front = _front(records, info)
-    if not front:
-        return []
-    best = max(score_of(r) for r in front)  # type: ignore[type-var]
-    return [r for r in front if best - score_of(r) < noise]  # type: ignore[operator]
+def trial_note(record: TrialRecord) -> str:
+    """Why a trial is what it is, in a few words."""
+    parts = []
+    if record.preset:
+        parts.append(record.preset)
+    if record.attrs.get(R.RETRY_OF) is not None:
+        parts.append(f"runs trial {record.attrs[R.RETRY_OF]} again")
+    for key in (R.SKIPPED, R.PRUNED_BY, R.FAIL_REASON):
+        if record.attrs.get(key):
+            parts.append(str(record.attrs[key]))
+    if record.retried and not record.attrs.get(R.FAIL_REASON):
+        parts.append("lost (no heartbeat from its worker); run again")
+    if record.duplicate:
+        parts.append(f"same config as trial {record.attrs[R.DUPLICATE_OF]}")
+    return "; ".join(parts)
+
+
+def trials_table(records: Sequence[TrialRecord], info: StudyInfo) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"all trials of {info.name!r}")
+    for column in ("trial", "state", info.quality, "MFLOPs", "architecture", "note"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            str(record.number), "lost" if record.lost else record.state.lower(),
+            "" if record.score is None else f"{record.score:.4f}",
+            "" if record.mflops is None else f"{record.mflops:.2f}", knob_summary(record), trial_note(record),
+        )
+    return table
+
+
+def print_search_summary(console: Console, outcome: SearchOutcome, storage_shown: str) -> None:
+    """What ``nas search`` prints when it ends: each study's front, counts and best trial."""
+    for study in outcome.studies:
+        _print_study(console, study, storage_shown)
+    for line in outcome.problems():
+        console.print(f"[red]{line}[/red]", highlight=False)
+
+
+def _print_study(console: Console, outcome: StudyOutcome, storage_shown: str) -> None:
+    records, info = outcome.records, outcome.info
+    console.print(front_table(records, info))
+    counts = ", ".join(f"{count} {state.lower()}" for state, count in state_counts(records).items())
+    console.print(f"trials: {counts} ({outcome.counted} of {outcome.target} count toward --n-trials)", highlight=False)
+    for line in outcome.report.events:
+        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+    best = best_trial(records, info)
+    if best is None or best.score is None:
+        return
+    console.print(
+        f"best under {outcome.budget.label}: trial {best.number}, {info.quality} {best.score:.4f} "
+        f"at {best.mflops or 0:.2f} MFLOPs ({knob_summary(best)})",
+        highlight=False,
+    )
+    noise = seed_noise(records, info)
+    if noise:
+        tied = ties_with_best(records, info, noise)
+        console.print(
+            f"seed noise ~{noise:.4f}: gaps smaller than that are ties; {len(tied)} front trial(s) tie with the best "
+            f"({', '.join('#' + str(r.number) for r in tied)}); --seeds N trains each candidate N times",
+            highlight=False,
+        )
+    presets = [r for r in records if r.preset and r.score is not None]
+    if presets:
+        top = max(presets, key=lambda r: float(r.score or 0.0))
+        console.print(f"best paper preset: {top.preset}, {top.score:.4f} at {top.mflops or 0:.2f} MFLOPs", highlight=False)
+    console.print(
+        f"[dim]next: nas dashboard --storage {storage_shown} | "
+        f"nas export --storage {storage_shown} --study {info.name} --best --out model/[/dim]"
+    )

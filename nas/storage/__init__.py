@@ -4,7 +4,9 @@ Accepted forms of ``--storage``:
 - nothing: ``runs/shufflenas.db`` (SQLite) under the current folder;
 - a file path ending in ``.db``, ``.sqlite`` or ``.sqlite3``: that SQLite file;
 - ``journal:PATH`` or a path ending in ``.log`` / ``.jsonl``: an Optuna journal file;
-- any SQLAlchemy URL Optuna accepts (``sqlite:///...``, ``postgresql://...``, ``mysql://...``).
+- any SQLAlchemy URL Optuna accepts (``sqlite:///...``, ``postgresql://...``, ``mysql://...``);
+  ``postgresql://`` uses psycopg 3 (``pip install 'shufflenas[postgres]'``), and the password
+  comes from ``PGPASSWORD`` or ``~/.pgpass``, never from the URL.
 Problems become a one-line :class:`~nas.errors.UserError`; nothing stored is ever modified
 by opening it.
 """
@@ -13,16 +15,21 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import UserError
+from nas.storage.optuna_adapter import JournalFile, lock_sqlite_on_begin
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
     "DEFAULT_STORAGE_PATH",
+    "GRACE_PERIOD_S",
+    "HEARTBEAT_INTERVAL_S",
     "describe_storage",
     "list_study_names",
     "load_study",
@@ -45,6 +52,9 @@ def resolve_storage_url(storage: str | os.PathLike | None) -> str:
     if "://" in text:
         if text.startswith("sqlite:///"):
             return f"sqlite:///{Path(text[len('sqlite:///'):]).expanduser().resolve()}"
+        scheme, _, rest = text.partition("://")
+        if scheme in ("postgresql", "postgres"):  # the driver of the [postgres] extra: psycopg 3
+            return f"postgresql+psycopg://{rest}"
         return text
     path = Path(text).expanduser()
     if path.suffix in _SQLITE_SUFFIXES:
@@ -93,14 +103,41 @@ def _check_sqlite_file(path: Path, *, create: bool) -> None:
         raise UserError(f"cannot write the study storage in {parent}: permission denied")
 
 
-def open_storage(storage: str | os.PathLike | None, *, create: bool = True) -> "optuna.storages.BaseStorage":
-    """Open (and with ``create``, make) the storage; every failure is a one-line UserError."""
+HEARTBEAT_INTERVAL_S = 10
+"""How often a running trial records that its worker is alive (RDB storages)."""
+GRACE_PERIOD_S = 60
+"""A RUNNING trial whose worker has not recorded a heartbeat for this long is failed as lost."""
 
+StaleTrialCallback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+def open_storage(
+    storage: str | os.PathLike | None,
+    *,
+    create: bool = True,
+    on_stale_trial: StaleTrialCallback | None = None,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = GRACE_PERIOD_S,
+) -> "optuna.storages.BaseStorage":
+    """Open (and with ``create``, make) the storage; every failure is a one-line UserError.
+
+    Claims of enqueued trials are atomic on every kind (see :mod:`.optuna_adapter`). With
+    ``on_stale_trial`` (the search engine's), RDB storages record a heartbeat for each
+    running trial, and a trial whose worker went silent for ``grace_period`` seconds is
+    failed and handed to the callback (Optuna's heartbeat); the journal has no heartbeat.
+    """
     url = resolve_storage_url(storage)
+    heartbeat: dict[str, Any] = {}
+    if on_stale_trial is not None:
+        heartbeat = dict(
+            heartbeat_interval=heartbeat_interval, grace_period=grace_period, heartbeat_stale_trial_callback=on_stale_trial
+        )
     sqlite_path = _sqlite_path(url)
     if sqlite_path is not None:
         _check_sqlite_file(sqlite_path, create=create)
-        return _rdb_storage(url, str(sqlite_path), engine_kwargs={"connect_args": {"timeout": 60}})
+        opened = _rdb_storage(url, str(sqlite_path), engine_kwargs={"connect_args": {"timeout": 60}}, **heartbeat)
+        lock_sqlite_on_begin(opened.engine)
+        return opened
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):])
         if not path.exists() and not create:
@@ -109,16 +146,41 @@ def open_storage(storage: str | os.PathLike | None, *, create: bool = True) -> "
             if not create:
                 raise UserError(f"no journal storage at {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
         try:
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalFile(path)
         except Exception as error:  # noqa: BLE001
             raise UserError(f"cannot open the journal storage {path}: {_first_line(error)}") from None
-    return _rdb_storage(url, describe_storage(url))
+    _check_server_url(url)
+    return _rdb_storage(url, describe_storage(url), engine_kwargs=dict(SERVER_POOL), **heartbeat)
 
 
-def _rdb_storage(url: str, shown: str, **kwargs) -> "optuna.storages.RDBStorage":
+SERVER_POOL = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 3, "pool_recycle": 1800}
+"""A database server's connection pool per process: a worker holds one connection while it
+works and one for its heartbeat; pre-ping replaces connections the server dropped."""
+
+
+def _check_server_url(url: str) -> None:
+    """A server URL must not carry a password, and its driver must be installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UserError(f"storage {describe_storage(url)!r} is not a database URL (e.g. postgresql://user@host/db)") from None
+    if parsed.password:
+        raise UserError(
+            "do not put the database password in --storage (it shows in `ps` and the shell history); "
+            "set PGPASSWORD in the environment or put it in ~/.pgpass"
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise UserError("PostgreSQL storage needs psycopg: pip install 'shufflenas[postgres]'") from None
+
+
+def _rdb_storage(url: str, shown: str, **kwargs: Any) -> "optuna.storages.RDBStorage":
     """Open an RDB storage; retry briefly when another process is creating the same schema."""
     import time
 
@@ -127,7 +189,9 @@ def _rdb_storage(url: str, shown: str, **kwargs) -> "optuna.storages.RDBStorage"
     attempts = 5
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=None, **kwargs)
+            with warnings.catch_warnings():  # Optuna marks its heartbeat experimental; we rely on it knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
         except Exception as error:  # noqa: BLE001 - SQLAlchemy/Optuna raise many kinds
             racing = any(word in str(error) for word in ("UNIQUE constraint", "already exists", "database is locked"))
             if racing and attempt < attempts - 1:

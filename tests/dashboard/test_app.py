@@ -8,16 +8,25 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import actions
-from dashboard.data import STORAGE_ENV, load_study_data
+from dashboard.app import READ_ONLY_NOTE
+from dashboard.data import ACTIONS_ENV, STORAGE_ENV, load_study_data
 from dashboard.figures import study_front
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
-def _run(monkeypatch: pytest.MonkeyPatch, storage: Path | str) -> AppTest:
+def _run(monkeypatch: pytest.MonkeyPatch, storage: Path | str, actions: str | None = None,
+         state: dict | None = None) -> AppTest:
+    """The page as `nas dashboard` starts it: the storage, and ``actions`` as the command sets
+    it ("on", "off"; None leaves the variable unset, as `streamlit run dashboard/app.py` does)."""
     monkeypatch.setenv(STORAGE_ENV, str(storage))
+    if actions is None:
+        monkeypatch.delenv(ACTIONS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(ACTIONS_ENV, actions)
     app = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in (state or {}).items():
+        app.session_state[key] = value
     app.run()
     assert not app.exception, [e.message for e in app.exception]
     return app
@@ -141,10 +150,44 @@ def test_proxy_study_learning_curve_and_edf(monkeypatch, proxy_storage):
     assert sum(len(t["x"]) for t in edf) == len(searched)
 
 
+@pytest.mark.parametrize("actions", [None, "off", "yes"])
+def test_read_only_page_has_no_export_button_and_a_fixed_storage(monkeypatch, search_storage, edge_storage, actions):
+    """Served to the network without --allow-remote-actions (or with the variable unset or
+    unknown): the command is shown, nothing runs, and the storage is the one given at start,
+    even when the session says otherwise (as a hand-made websocket message could)."""
+    app = _run(monkeypatch, search_storage.path, actions=actions, state={"storage": str(edge_storage)})
+    field = app.text_input(key="storage")
+    assert field.disabled and field.value == str(search_storage.path)
+    assert app.multiselect(key="studies").value == [search_storage.study]  # not edge.db's studies
+    assert any(READ_ONLY_NOTE in c.value for c in app.sidebar.caption)
+    data = load_study_data(str(search_storage.path), search_storage.study)
+    trial = study_front(data)[-1]
+    app.selectbox(key="detail_trial").set_value(trial.number).run()
+    assert not app.exception
+    assert any(c.value.startswith(f"nas export --storage {search_storage.path} --study {data.name} --trial {trial.number}")
+               for c in app.code)
+    assert not [b for b in app.button if b.key and b.key.startswith("export-")]
+    assert any("this dashboard is read-only" in c.value for c in app.caption)
+
+
+def test_actions_on_have_the_export_button_and_an_open_storage(monkeypatch, search_storage, edge_storage):
+    app = _run(monkeypatch, search_storage.path, actions="on")
+    field = app.text_input(key="storage")
+    assert not field.disabled and field.value == str(search_storage.path)
+    data = load_study_data(str(search_storage.path), search_storage.study)
+    trial = study_front(data)[-1]
+    app.selectbox(key="detail_trial").set_value(trial.number).run()
+    (button,) = [b for b in app.button if b.key == f"export-{data.name}-{trial.number}"]
+    assert button.label == "Run nas export" and not button.disabled
+    assert not any(READ_ONLY_NOTE in c.value for c in app.sidebar.caption)
+    field.set_value(str(edge_storage)).run()  # the person at the machine may open another storage
+    assert not app.exception
+    assert set(app.multiselect(key="studies").options) == {"with_presets", "with_latency", "empty"}
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not actions.export_available(), reason="nas export is not in this checkout yet")
 def test_export_button_runs_nas_export(monkeypatch, tmp_path, search_storage):
-    app = _run(monkeypatch, search_storage.path)
+    app = _run(monkeypatch, search_storage.path, actions="on")
     data = load_study_data(str(search_storage.path), search_storage.study)
     trial = study_front(data)[-1]
     app.selectbox(key="detail_trial").set_value(trial.number).run()

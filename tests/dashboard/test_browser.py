@@ -111,6 +111,10 @@ def test_dashboard_in_chromium(dashboard_server, search_storage, artifacts_dir):
             front = page.evaluate(_FRONT_JS)
             assert front["drawn"] == len(expected)
             assert front["numbers"] == [r.number for r in expected]
+            # The toolbar has no "Deploy" button (Streamlit shows it on loopback by default).
+            page.get_by_test_id("stToolbar").wait_for(timeout=10_000)
+            assert page.get_by_test_id("stAppDeployButton").count() == 0
+            assert page.get_by_role("button", name="Deploy").count() == 0
             page.screenshot(path=str(artifacts_dir / "dashboard.png"))
             # Clicking a point opens that trial in the detail section (which starts on the front's
             # most accurate trial, so click another one).

@@ -20,7 +20,9 @@ def test_budget_forms(text: str, macs: int) -> None:
     assert parse_budget(text) == macs
 
 
-@pytest.mark.parametrize("text", ["abc", "0", "0M", "-5M", "", "140X", "M"])
+@pytest.mark.parametrize(
+    "text", ["abc", "0", "0M", "-5M", "", "140X", "M", "1e400", "inf", "-inf", "nan", "1e-400", "1e-9", "2e9G", "1e16"],
+)
 def test_bad_budgets_are_user_errors(text: str) -> None:
     with pytest.raises(UserError, match="budget"):
         parse_budget(text)

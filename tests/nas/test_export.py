@@ -8,8 +8,10 @@ BatchNorm statistics so that a lost buffer would change the outputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from nas.export.bundle import check_output_folder, select_best, select_trial, wr
 from nas.records import load_records, study_info
 from shufflenet_core import ShuffleNetConfig, build_model, complexity
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BUDGET = 40_000_000
 STUDY = "tiny"
 # (groups, width, accuracy, latency_ms, keep weights); trial 2 is over budget, trial 4 fails.
@@ -103,6 +106,20 @@ def _one_line_error(result) -> str:
 
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every path under ``folder`` with its SHA-256 (files), "dir" or its link target."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = f"-> {os.readlink(path)}"
+        elif path.is_dir():
+            found[name] = "dir"
+        else:
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
 
 
 # --- choosing the trial (pure, on the real study's records) ----------------------------------
@@ -195,22 +212,103 @@ def test_untrained_export_and_missing_weights(nas, study_db: Path, tmp_path: Pat
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 
 
-def test_force_replaces_and_legacy_exporter_agrees(nas, study_db: Path, tmp_path: Path) -> None:
+def _export_args(study_db: Path, out: Path, trial: int = 0) -> list[str]:
+    return ["export", "--storage", str(study_db), "--study", STUDY, "--trial", str(trial), "--out", str(out)]
+
+
+def _user_folder(folder: Path) -> None:
+    """A folder of someone's own work, with names an export also writes."""
+    (folder / "data").mkdir(parents=True)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "model.pt").write_bytes(b"my own checkpoint")
+    (folder / "data" / "train.bin").write_bytes(os.urandom(4096))
+    (folder / "link").symlink_to("notes.txt")
+
+
+@pytest.mark.parametrize("card", [None, {"model": "a card some other tool wrote", "files": {"list": ["model.pt"]}}])
+def test_force_refuses_a_folder_that_is_not_an_export(nas, study_db: Path, tmp_path: Path, card) -> None:
+    out = tmp_path / "work"
+    _user_folder(out)
+    if card is not None:
+        (out / "model_card.json").write_text(json.dumps(card))
+    before = _tree(out)
+    for extra in ([], ["--force"]):
+        line = _one_line_error(nas(*_export_args(study_db, out), "--format", "pytorch", *extra))
+        assert f"--out {out} already exists" in line and "--force only replaces a previous export" in line, line
+        assert "choose a new or empty folder" in line
+        if card is None:
+            assert "no model_card.json" in line and "data/, link, model.pt" in line, line
+        else:
+            assert "model_card.json was not written by nas export" in line, line
+        assert _tree(out) == before
+        assert os.listdir(tmp_path) == ["work"]  # no staging or backup folder left beside it
+
+
+def test_force_replaces_a_previous_export(nas, study_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    out.mkdir()
-    (out / "keep-me.txt").write_text("old")
-    args = ["export", "--storage", str(study_db), "--study", STUDY, "--trial", "0", "--out", str(out),
-            "--onnx-exporter", "legacy"]
+    first = nas(*_export_args(study_db, out), "--format", "pytorch")
+    assert first.returncode == 0, first.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["generator"] == "shufflenas nas export" and card["provenance"]["trial"] == 0
+    before = _tree(out)
+
+    args = [*_export_args(study_db, out, trial=1), "--onnx-exporter", "legacy"]
     line = _one_line_error(nas(*args))
-    assert "already exists" in line and "--force" in line
-    assert os.listdir(out) == ["keep-me.txt"]
+    assert line.endswith(f"--out {out} already exists (holds a previous export); pass --force to replace it or "
+                         "choose another path"), line
+    assert _tree(out) == before
     result = nas(*args, "--force")
     assert result.returncode == 0, result.stderr
-    assert "keep-me.txt" not in os.listdir(out) and (out / "model.onnx").is_file()
+    assert sorted(os.listdir(out)) == ["config.json", "model.onnx", "model.pt", "model_card.json", "model_card.md"]
     card = json.loads((out / "model_card.json").read_text())
+    assert card["provenance"]["trial"] == 1 and card["generator"] == "shufflenas nas export"
     assert card["files"]["onnx"]["exporter"] == "legacy" and card["files"]["onnx"]["max_abs_diff_vs_pytorch"] < 1e-4
-    assert card["latency"] is None and "Not measured" in (out / "model_card.md").read_text()
+    assert card["latency"]["ms"] == 12.5
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("dropped", ["notes.txt", "eval/", "model.onnx"])
+def test_force_refuses_a_previous_export_with_an_extra_file(nas, study_db: Path, tmp_path: Path, dropped) -> None:
+    out = tmp_path / "model"
+    assert nas(*_export_args(study_db, out), "--format", "pytorch").returncode == 0
+    if dropped.endswith("/"):
+        (out / dropped).mkdir()
+        (out / dropped / "results.csv").write_text("top1,0.8")
+    else:  # model.onnx: a file the card of this pytorch-only export does not list
+        (out / dropped).write_text("the user's own file")
+    before = _tree(out)
+    line = _one_line_error(nas(*_export_args(study_db, out, trial=1), "--format", "pytorch", "--force"))
+    assert f"holds files the previous export did not write ({dropped})" in line, line
+    assert "move them out or choose another folder" in line
+    assert _tree(out) == before and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("schema", ["as released", "shufflenas.export.model_card/1"])
+def test_force_replaces_an_export_of_release_0_1_0(nas, study_db: Path, tmp_path: Path, schema) -> None:
+    """Cards written by 0.1.0 have no "generator"; their schema and provenance identify them."""
+    out = tmp_path / "model"
+    shutil.copytree(FIXTURES / "export-0.1.0", out)
+    card = json.loads((out / "model_card.json").read_text())
+    assert "generator" not in card and card["provenance"]["exported_with"] == "shufflenas 0.1.0"
+    if schema != "as released":
+        card["schema"] = schema  # what the development version after 0.1.0 wrote
+        (out / "model_card.json").write_text(json.dumps(card))
+    for name in card["files"]["list"]:
+        (out / name).write_bytes(b"exported by 0.1.0")
+    result = nas(*_export_args(study_db, out), "--format", "pytorch", "--force")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["config.json", "model.pt", "model_card.json", "model_card.md"]
+    assert json.loads((out / "model_card.json").read_text())["generator"] == "shufflenas nas export"
+
+
+def test_an_empty_folder_is_used_with_force(nas, study_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    line = _one_line_error(nas(*_export_args(study_db, out), "--format", "pytorch"))
+    assert "already exists (is an empty folder); pass --force" in line and os.listdir(out) == []
+    result = nas(*_export_args(study_db, out), "--format", "pytorch", "--force")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["config.json", "model.pt", "model_card.json", "model_card.md"]
 
 
 @pytest.mark.parametrize(
@@ -266,8 +364,7 @@ def test_failure_midway_leaves_the_old_folder_or_nothing(tmp_path: Path) -> None
     assert os.listdir(tmp_path) == []  # no partial folder, no parents it created
 
     existing = tmp_path / "model"
-    existing.mkdir()
-    (existing / "model.pt").write_text("old")
+    _previous_export(existing)
     check_output_folder(existing, force=True)
     with pytest.raises(KeyboardInterrupt):
         write_atomically(existing, force=True, fill=half_then_fail)
@@ -275,6 +372,29 @@ def test_failure_midway_leaves_the_old_folder_or_nothing(tmp_path: Path) -> None
 
     write_atomically(existing, force=True, fill=lambda folder: (folder / "model.pt").write_text("new"))
     assert os.listdir(tmp_path) == ["model"] and (existing / "model.pt").read_text() == "new"
+
+
+def _previous_export(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "model.pt").write_text("old")
+    card = {"generator": "shufflenas nas export", "files": {"list": ["model.pt"]}}
+    (folder / "model_card.json").write_text(json.dumps(card))
+
+
+def test_a_file_dropped_in_while_exporting_stops_the_replacement(tmp_path: Path) -> None:
+    """The check before training is repeated when the new files are ready (an export may take hours)."""
+    existing = tmp_path / "model"
+    _previous_export(existing)
+    check_output_folder(existing, force=True)
+
+    def fill_while_the_user_works(folder: Path) -> None:
+        (folder / "model.pt").write_text("new")
+        (existing / "results.csv").write_text("the user's evaluation")
+
+    with pytest.raises(UserError, match=r"holds files the previous export did not write \(results.csv\)"):
+        write_atomically(existing, force=True, fill=fill_while_the_user_works)
+    assert sorted(os.listdir(existing)) == ["model.pt", "model_card.json", "results.csv"]
+    assert (existing / "model.pt").read_text() == "old" and os.listdir(tmp_path) == ["model"]
 
 
 # --- training before export ----------------------------------------------------------------------

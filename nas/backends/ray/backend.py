@@ -1,196 +1,214 @@
-"""``nas search --backend ray``: one Tune experiment per budget, results in the study storage.
+"""``nas search --backend ray``: one Tune experiment per study, results in the study storage.
 
-Workers write their trials into the storage themselves (nas/distributed/trial.py). The
-driver keeps the storage in step with what Tune decided about trials that never got to
-finish on their own: stopped by ASHA -> PRUNED, worker crashed -> FAIL (Tune then retries
-the same params as a new trial, up to ``max_failures`` times).
+Workers write their trials into the storage themselves (:mod:`.trainable`). This backend
+keeps the storage in step with what Tune decided about trials that never got to finish on
+their own: stopped by ASHA -> PRUNED; worker crashed -> FAIL as lost (Tune runs the same
+params again as a new trial, up to ``max_failures`` times; after that the failure counts).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from ray import tune
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from nas import records as R
-from nas.console import output_console
-from nas.errors import UserError
 from nas.backends.ray import RayOptions
-from nas.backends.ray.trainable import EPOCH, RAY_RUN, RAY_TRIAL_ID, RayJob, ray_trial
+from nas.engine.display import Display, TrialFeed
+from nas.engine.lost_trials import lose_trial
+from nas.engine.outcome import BackendReport, StudyPlan, count_toward_target
+from nas.engine.settings import SearchSettings
+from nas.errors import UserError
+from nas.records import load_records, record_from_trial
+from nas.storage.optuna_adapter import trial_id_of
 
 if TYPE_CHECKING:
     import optuna
+    from ray import tune
 
-    from nas.engine.study import Budget, SearchSettings
+    from nas.evaluation.data import Dataset
 
-__all__ = ["run_ray_search"]
+__all__ = ["RayBackend"]
 
 
-def _storage_trials(study: "optuna.Study", run_name: str, ray_trial_id: str, state_name: str) -> list:
+def _run_trials(study: optuna.Study, run_name: str, ray_trial_id: str, state: str) -> list[optuna.trial.FrozenTrial]:
     return [
         trial for trial in study.get_trials(deepcopy=False)
-        if trial.state.name == state_name and trial.user_attrs.get(RAY_RUN) == run_name
-        and trial.user_attrs.get(RAY_TRIAL_ID) == ray_trial_id
+        if trial.state.name == state and trial.user_attrs.get(R.RAY_RUN) == run_name
+        and trial.user_attrs.get(R.RAY_TRIAL_ID) == ray_trial_id
     ]
 
 
-def _finish(study: "optuna.Study", trial: "optuna.trial.FrozenTrial", state: str, reason: str) -> None:
-    """Finish a trial its worker could not finish; a worker that just did wins the race."""
+def _prune(study: optuna.Study, storage: optuna.storages.BaseStorage, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Mark PRUNED a trial ASHA stopped; a worker that just finished it wins the race."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     try:
-        if state == "PRUNED":
-            study._storage.set_trial_user_attr(trial._trial_id, "pruned_by", reason)
-            study.tell(trial.number, state=TrialState.PRUNED)
-        else:
-            study._storage.set_trial_user_attr(trial._trial_id, R.FAIL_REASON, reason)
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        storage.set_trial_user_attr(trial_id_of(storage, study.study_name, trial.number), R.PRUNED_BY, reason)
+        study.tell(trial.number, state=TrialState.PRUNED)
     except (UpdateFinishedTrialError, ValueError, RuntimeError):
         pass
 
 
-class StorageCallback(tune.Callback):
-    """Mirrors Tune's decisions into the study storage and feeds the progress display."""
+def _make_callback(study: optuna.Study, storage: optuna.storages.BaseStorage, run_name: str, feed: TrialFeed,
+                   max_attempts: int) -> tune.Callback:
+    from ray import tune
 
-    def __init__(self, study: "optuna.Study", run_name: str, progress) -> None:
-        self.study = study
-        self.run_name = run_name
-        self.progress = progress
-        self.seen: set[int] = set()
+    from nas.backends.ray.trainable import EPOCH
 
-    def __getstate__(self) -> dict:
-        # Tune pickles its callbacks for Tuner.restore, which this backend does not use (our
-        # storage is the record); a storage connection and a console cannot be pickled.
-        return {"run_name": self.run_name, "seen": set(self.seen), "study": None, "progress": None}
+    class StorageCallback(tune.Callback):
+        """Mirrors Tune's decisions into the study storage and feeds the display."""
 
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        epoch = (trial.last_result or {}).get(EPOCH)
-        for stored in _storage_trials(self.study, self.run_name, trial.trial_id, "RUNNING"):
-            _finish(self.study, stored, "PRUNED", f"asha after epoch {epoch}")
-        self.poll()
+        def __init__(self) -> None:
+            self.seen: set[int] = set()
 
-    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self._failed(trial, "its Ray worker died; Tune retries the same params as a new trial")
+        def __getstate__(self) -> dict[str, Any]:
+            # Tune pickles its callbacks for Tuner.restore, which this backend does not use (our
+            # storage is the record); a storage connection and a display cannot be pickled.
+            return {"seen": set(self.seen)}
 
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._failed(trial, "its Ray worker died and the retries are used up")
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            epoch = (trial.last_result or {}).get(EPOCH)
+            for stored in _run_trials(study, run_name, trial.trial_id, R.RUNNING):
+                _prune(study, storage, stored, f"asha after epoch {epoch}")
+            self.poll()
 
-    def _failed(self, trial, reason: str) -> None:
-        for stored in _storage_trials(self.study, self.run_name, trial.trial_id, "RUNNING"):
-            _finish(self.study, stored, "FAIL", f"interrupted: {reason}")
-        self.poll()
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._lost(trial, "its Ray worker died; Tune runs the same params again as a new trial", elsewhere=True)
 
-    def poll(self) -> None:
-        for stored in self.study.get_trials(deepcopy=False):
-            if stored.number not in self.seen and stored.state.is_finished() and stored.user_attrs.get(RAY_RUN) == self.run_name:
-                self.seen.add(stored.number)
-                self.progress.on_trial(self.study, stored)
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._lost(trial, "its Ray worker died and Tune's retries are used up", elsewhere=False)
+
+        def _lost(self, trial: Any, reason: str, *, elsewhere: bool) -> None:
+            for stored in _run_trials(study, run_name, trial.trial_id, R.RUNNING):
+                # Tune reruns a crashed trial itself; once its retries are spent, the failure counts.
+                lose_trial(study, storage, stored, f"interrupted: {reason}", max_attempts=max_attempts if elsewhere else 1,
+                           rerun_elsewhere=elsewhere)
+                feed.worker_event(f"trial #{stored.number} on Ray node {stored.user_attrs.get(R.RAY_NODE, '?')}: {reason}")
+            self.poll()
+
+        def poll(self) -> None:
+            for stored in study.get_trials(deepcopy=False):
+                if stored.number not in self.seen and stored.state.is_finished() and stored.user_attrs.get(R.RAY_RUN) == run_name:
+                    self.seen.add(stored.number)
+                    feed.trial_finished(record_from_trial(study.study_name, stored))
+
+    return StorageCallback()
 
 
-def _job_settings(settings: "SearchSettings") -> "SearchSettings":
-    """Settings as workers need them: absolute paths (Tune runs trials in their own folders), no data inside."""
+def _job_settings(settings: SearchSettings) -> SearchSettings:
+    """Settings as workers need them: absolute paths (Tune runs trials in their own folders),
+    no data inside (it travels once, through the object store)."""
     from nas.storage import resolve_storage_url
 
-    evaluator = copy.copy(settings.evaluator)
-    if hasattr(evaluator, "_dataset"):
-        evaluator._dataset = None  # shipped once, separately, through the object store
     return dataclasses.replace(
-        settings, storage=resolve_storage_url(settings.storage), runs_dir=Path(settings.runs_dir).resolve(), evaluator=evaluator,
+        settings, storage=resolve_storage_url(settings.storage), runs_dir=Path(settings.runs_dir).resolve(),
+        evaluator=settings.evaluator.with_dataset(None),
     )
 
 
-def _scheduler(settings: "SearchSettings", epochs: int):
+def _scheduler(settings: SearchSettings, epochs: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
-    from nas.backends.ray.trainable import EPOCH_ACCURACY
+    from nas.backends.ray.trainable import EPOCH, EPOCH_ACCURACY
 
     if not settings.halving or epochs < 2 or settings.evaluator.objective_name != "accuracy":
         return None  # FIFO: every trial trains all its epochs
     return ASHAScheduler(time_attr=EPOCH, metric=EPOCH_ACCURACY, mode="max", max_t=epochs, grace_period=1, reduction_factor=3)
 
 
-def run_budget(settings: "SearchSettings", options: RayOptions, budget: "Budget", study, remaining: int, progress, dataset, timeout: float | None) -> None:
-    """One Tune experiment for ``remaining`` more trials of ``study``."""
-    from nas.backends.ray.searcher import build_searcher
+class RayBackend:
+    """Ray Tune on a local Ray (loopback only) or a cluster (``--ray-address``)."""
 
-    epochs = getattr(getattr(settings.evaluator, "recipe", None), "epochs", 1)
-    run_name = f"{study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    job = RayJob(
-        settings=_job_settings(settings), budget=budget, study_name=study.study_name, run_name=run_name,
-        cpus_per_trial=options.cpus_per_trial, epochs=epochs,
-    )
-    trainable = tune.with_resources(tune.with_parameters(ray_trial, job=job, dataset=dataset), {"cpu": options.cpus_per_trial})
-    callback = StorageCallback(study, run_name, progress)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=build_searcher(study, settings, budget.macs), scheduler=_scheduler(settings, epochs),
-            num_samples=remaining, max_concurrent_trials=options.max_concurrent, time_budget_s=timeout, reuse_actors=False,
-        ),
-        run_config=tune.RunConfig(
-            name=run_name, storage_path=str(Path(settings.runs_dir).resolve() / "ray"), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=options.max_failures), callbacks=[callback],
-        ),
-    )
-    try:
-        tuner.fit()
-    finally:
-        for stored in study.get_trials(deepcopy=False):  # trials an interrupted run left open
-            if stored.state.name == "RUNNING" and stored.user_attrs.get(RAY_RUN) == run_name:
-                _finish(study, stored, "FAIL", "interrupted: the Ray run ended before it finished")
-        callback.poll()
+    name = "ray"
 
+    def __init__(self, options: RayOptions) -> None:
+        self.options = options
+        self._dataset: Dataset | None = None
 
-def run_ray_search(request, settings: "SearchSettings", options: RayOptions) -> None:
-    """The Ray counterpart of ``run_search_command``: same studies, same storage, same summary."""
-    import optuna
+    @contextmanager
+    def opened(self, settings: SearchSettings, display: Display) -> Iterator[None]:
+        from nas.backends.ray.cluster import ray_session
+        from nas.storage import resolve_storage_url
 
-    from nas.reporting.progress import SearchProgress
-    from nas.commands.search_request import _print_summary, studies_to_run
-    from nas.storage import describe_storage, open_storage, resolve_storage_url
-    from nas.backends.ray.cluster import ray_session
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # early results carry no objectives
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        options = self.options
+        local_cpus = None if options.address else (options.max_concurrent or 0) * options.cpus_per_trial or os.cpu_count()
+        with ray_session(options.address, local_cpus) as resources:
+            self._dataset = settings.evaluator.dataset()
+            display.note(f"data: {self._dataset.describe()} (to the workers through Ray's object store)")
+            cpus = int(resources.get("CPU", 0))
+            if cpus < options.cpus_per_trial:
+                raise UserError(f"--cpus-per-trial {options.cpus_per_trial} is more than the Ray cluster's {cpus} CPUs")
+            concurrent = options.max_concurrent or max(1, cpus // options.cpus_per_trial)
+            display.note(
+                f"Ray: {options.address or 'local'}, {cpus} CPUs, up to {concurrent} trial(s) x {options.cpus_per_trial} CPU"
+            )
+            self._warn_file_storage(display, resolve_storage_url(settings.storage))
+            yield
 
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # early results carry no objectives
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    console = output_console()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_storage_url(settings.storage)
-    local_cpus = None if options.address else (options.max_concurrent or 0) * options.cpus_per_trial or os.cpu_count()
-    with ray_session(options.address, local_cpus) as resources:
-        storage = open_storage(settings.storage)
-        dataset = settings.evaluator.dataset() if hasattr(settings.evaluator, "dataset") else None
-        if dataset is not None:
-            console.print(f"[dim]data: {dataset.describe()} (to the workers through Ray's object store)[/dim]")
-        cpus = int(resources.get("CPU", 0))
-        concurrent = options.max_concurrent or max(1, cpus // options.cpus_per_trial)
-        if cpus < options.cpus_per_trial:
-            raise UserError(f"--cpus-per-trial {options.cpus_per_trial} is more than the Ray cluster's {cpus} CPUs")
-        console.print(
-            f"[dim]storage: {describe_storage(url)} | evaluator: {settings.evaluator.name} | sampler: {settings.sampler} | "
-            f"Ray: {options.address or 'local'}, {cpus} CPUs, up to {concurrent} trial(s) x {options.cpus_per_trial} CPU[/dim]"
+    @staticmethod
+    def _warn_file_storage(display: Display, url: str) -> None:
+        import ray
+
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        if len(nodes) > 1 and (url.startswith("sqlite:") or url.startswith("journal:")):
+            display.note(
+                f"warning: {len(nodes)} Ray nodes write to a file storage: every node must see it at the same path "
+                "(prefer a database URL such as postgresql://... for --storage)"
+            )
+
+    def run(
+        self, plan: StudyPlan, study: optuna.Study, storage: optuna.storages.BaseStorage, feed: TrialFeed
+    ) -> BackendReport:
+        """One Tune experiment for ``plan.remaining`` more trials of the study."""
+        from ray import tune
+
+        from nas.backends.ray.searcher import build_searcher
+        from nas.backends.ray.trainable import RayJob, ray_trial
+
+        settings, options = plan.settings, self.options
+        epochs = settings.evaluator.epochs
+        run_name = f"{plan.study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        job = RayJob(
+            settings=_job_settings(settings), budget=plan.budget, study_name=plan.study_name, run_name=run_name,
+            cpus_per_trial=options.cpus_per_trial, epochs=epochs,
         )
-        _warn_file_storage(console, url)
-        progress_settings = dataclasses.replace(settings, workers=concurrent)
-        studies: list = []
-        for budget, study, remaining, left in studies_to_run(settings, storage, console, studies):
-            with SearchProgress(console, study, progress_settings, remaining, quiet=request.quiet) as progress:
-                run_budget(settings, options, budget, study, remaining, progress, dataset, left)
-    _print_summary(console, studies, url)
-
-
-def _warn_file_storage(console: Console, url: str) -> None:
-    import ray
-
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    if len(nodes) > 1 and (url.startswith("sqlite:") or url.startswith("journal:")):
-        console.print(
-            f"[yellow]{len(nodes)} Ray nodes write to a file storage: every node must see it at the same path "
-            "(prefer a database URL such as postgresql://... for --storage)[/yellow]"
+        trainable = tune.with_resources(
+            tune.with_parameters(ray_trial, job=job, dataset=self._dataset), {"cpu": options.cpus_per_trial}
         )
+        callback = _make_callback(study, storage, run_name, feed, settings.max_attempts)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(study, settings, plan.budget.macs), scheduler=_scheduler(settings, epochs),
+                num_samples=plan.remaining, max_concurrent_trials=options.max_concurrent, time_budget_s=plan.timeout,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=run_name, storage_path=str(Path(settings.runs_dir).resolve() / "ray"), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=options.max_failures), callbacks=[callback],
+            ),
+        )
+        report = BackendReport()
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            for stored in study.get_trials(deepcopy=False):  # trials an interrupted run left open
+                if stored.state.name == R.RUNNING and stored.user_attrs.get(R.RAY_RUN) == run_name:
+                    lose_trial(study, storage, stored, "interrupted: the Ray run ended before it finished",
+                               max_attempts=settings.max_attempts)
+            callback.poll()
+        counted = count_toward_target(load_records(study))
+        timed_out = plan.timeout is not None
+        if not report.interrupted and counted < plan.target and not timed_out:
+            report.gave_up = f"Tune ended with {counted} of {plan.target} trials finished (worker retries used up)"
+        return report

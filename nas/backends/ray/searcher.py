@@ -14,8 +14,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import DesignSpace, suggest
 
-from nas.engine.study import directions_for, make_sampler
 from nas.backends.ray.trainable import FINAL, STATE, WAITING
+from nas.engine.samplers import make_sampler
+from nas.records import directions_for
 
 if TYPE_CHECKING:
     import optuna
@@ -80,7 +81,7 @@ class StoredOptunaSearch(OptunaSearch):
 def build_searcher(study: "optuna.Study", settings, budget_macs: int):
     """An OptunaSearch with the project's sampler, objectives and directions."""
     directions = directions_for(settings.objectives)
-    sampler = make_sampler(settings.sampler, settings.seed, len(directions), settings.n_trials)
+    sampler = make_sampler(settings.sampler, settings.seed, settings.n_trials)
     storage = _seeded_memory_study(study, directions, sampler)
     modes = ["max" if direction == "maximize" else "min" for direction in directions]
     metric: Any = list(settings.objectives) if len(directions) > 1 else settings.objectives[0]

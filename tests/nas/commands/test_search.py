@@ -15,7 +15,7 @@ import pytest
 from nas.budget import parse_budget
 from shufflenet_core import ShuffleNetConfig, complexity
 
-from ..conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 TINY = ["--train-size", "200", "--val-size", "100", "--batch-size", "50", "--no-presets", "--threads", "1"]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nas.engine.study import SearchSettings, start_trials_for, startup_count
+from nas.engine.samplers import startup_count
+from nas.engine.settings import SearchSettings
+from nas.engine.study import start_trials_for
 
 
 @pytest.mark.parametrize(
