@@ -20,7 +20,7 @@ from nas.analysis import (
     objective_value,
 )
 from nas import results
-from nas.records import TrialRecord
+from nas.records import SKIPPED, TrialRecord
 from shufflenet_core import ShuffleNetConfig
 
 from .data import StudyData
@@ -77,7 +77,7 @@ def _hover(record: TrialRecord) -> str:
     elif record.score is not None:
         parts.append(f"score {record.score:.4g}")
     else:
-        parts.append(str(record.attrs.get("skipped") or "not evaluated"))
+        parts.append(str(record.attrs.get(SKIPPED) or "not evaluated"))
     if record.mflops is not None:
         parts.append(f"{record.mflops:.1f} MFLOPs")
     if record.params is not None:

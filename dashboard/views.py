@@ -13,7 +13,7 @@ import streamlit as st
 
 from nas.analysis import dominates, objective_value, reference_point
 from nas.results import study_front
-from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, WEIGHTS_PATH, TrialRecord
+from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, SKIPPED, WEIGHTS_PATH, TrialRecord
 from nas.storage import resolve_storage_url
 
 from . import actions, figures
@@ -155,7 +155,7 @@ def _render_record(record: TrialRecord, data: StudyData, storage: str | None, ca
     metrics[2].metric("params (M)", "-" if record.params is None else f"{record.params / 1e6:.3f}")
     metrics[3].metric("latency (ms)", "-" if record.latency_ms is None else f"{record.latency_ms:.2f}")
     metrics[4].metric("feasible", "yes" if record.feasible else "no")
-    skipped = record.attrs.get("skipped")
+    skipped = record.attrs.get(SKIPPED)
     st.caption(f"state {record.state}" + (f" · {skipped}" if skipped else "") + (f" · preset {record.preset}" if record.preset else "")
                + f" · {figures.config_summary(record.config)}")
     left, right = st.columns(2)

@@ -110,6 +110,7 @@ BACKEND = "backend"  # str: "local" or "ray"
 RAY_RUN = "ray_run"  # str: the Tune experiment that ran the trial
 RAY_TRIAL_ID = "ray_trial_id"
 RAY_NODE = "ray_node"  # str: IP of the Ray node that ran the trial
+RAY_NODE_ID = "ray_node_id"  # str: Ray's id of that node (several nodes may share one IP)
 
 RESULT_ATTRS = (ACCURACY, ACCURACY_SEEDS, ACCURACY_STD, LEARNING_CURVE, EPOCHS, SCORE, TRAIN_SECONDS, WEIGHTS_PATH, DIVERGED)
 """What a re-proposed config copies from the earlier trial that evaluated it."""

@@ -1,4 +1,5 @@
-"""``nas runs list`` / ``nas runs show NAME``: what the storage holds."""
+"""``nas runs list`` / ``show NAME`` / ``copy NAME --to URL``: what a storage holds, and moving
+a study to another storage (a laptop's study into a cluster's shared database)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Optional
 
 import typer
 
-runs_app = typer.Typer(help="List and inspect the studies in a storage.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect and copy the studies in a storage.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -92,3 +93,41 @@ def show_run(
     console = output_console()
     console.print(front_table(records, info))
     console.print(trials_table(records, info))
+
+
+@runs_app.command("copy")
+def copy_run(
+    name: str = typer.Argument(..., help="Study to copy (see `nas runs list`)."),
+    to: str = typer.Option(..., "--to", help="Storage to copy it into, e.g. postgresql://user@db-host/nas (password from PGPASSWORD or ~/.pgpass)."),
+    storage: Optional[str] = _storage_option(),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder of the default storage."),
+    new_name: Optional[str] = typer.Option(None, "--as", help="Name of the copy (default: the same name)."),
+) -> None:
+    """Copy a study, with every trial and attribute, into another storage (e.g. a laptop's study into the shared database a cluster uses). The source is only read; an existing study of that name in the destination is never overwritten."""
+    import optuna
+
+    from nas.console import output_console
+    from nas.errors import UserError
+    from nas.records import RUNNING, load_records
+    from nas.storage import describe_storage, list_study_names, load_study, open_storage, resolve_storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    source = open_storage(storage or str(runs_dir / "shufflenas.db"), create=False)
+    study = load_study(source, name)
+    target_name = new_name or name
+    running = [r.number for r in load_records(study) if r.state == RUNNING]
+    if running:
+        raise UserError(
+            f"study {name!r} has running trials ({', '.join(f'#{n}' for n in running[:5])}): wait for its search to end, "
+            "or run the same `nas search` once to fail the trials of a search that was killed, then copy"
+        )
+    destination = open_storage(to)
+    if target_name in list_study_names(destination):
+        raise UserError(f"{describe_storage(resolve_storage_url(to))} already has a study named {target_name!r}; pass --as NEW_NAME")
+    optuna.copy_study(from_study_name=name, from_storage=source, to_storage=destination, to_study_name=target_name)
+    copied = optuna.load_study(study_name=target_name, storage=destination)
+    output_console().print(
+        f"copied {len(copied.get_trials(deepcopy=False))} trials of {name!r} to {target_name!r} in "
+        f"{describe_storage(resolve_storage_url(to))}; `nas search --storage ... --study {target_name}` continues it there",
+        highlight=False,
+    )

@@ -156,8 +156,13 @@ def new_trial_with_params(
     and given the params the way enqueue_trial does (the ``fixed_params`` system attribute,
     which Optuna's samplers read).
     """
+    from optuna.trial import TrialState
+
     trial_id = storage.create_new_trial(study_id_of(storage, study.study_name))
     storage.set_trial_system_attr(trial_id, "fixed_params", params)
+    # The study reads through Optuna's cache of the storage; reading the running trials, as
+    # Optuna's own ask does, makes the cache know this one (else its first suggest: KeyError).
+    study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return running_trial(study, trial_id)
 
 

@@ -198,3 +198,32 @@ def test_export_button_runs_nas_export(monkeypatch, tmp_path, search_storage):
     assert not app.exception
     assert app.success, [e.value for e in app.error]
     assert any(p.suffix == ".onnx" for p in out.iterdir()), list(out.iterdir())
+
+
+def test_dashboard_and_cli_show_the_same_front_when_configs_are_re_proposed(monkeypatch, tmp_path):
+    """Regression: the dashboard kept re-proposed duplicates on its front ("front of 11") where
+    `nas runs show` left them out (7). A 4-config space makes the sampler re-propose configs."""
+    from nas.records import load_records, study_info
+    from nas.results import study_front as results_front
+    from nas.storage import load_study, open_storage
+    from tests.conftest import run_nas
+
+    space = tmp_path / "space.yaml"
+    space.write_text("groups: [3, 8]\nbottleneck_ratios: [0.25]\nstage_depths: [[1, 2], [2, 2], [1, 1]]\nstem_channels: [24]\n")
+    db = tmp_path / "dups.db"
+    searched = run_nas("search", "--budget", "40M", "--n-trials", "12", "--evaluator", "zero-cost", "--no-presets",
+                       "--space", str(space), "--seed", "0", "--workers", "0", "--storage", str(db), "--study", "dups", "-q")
+    assert searched.returncode == 0, searched.stderr
+    shown = run_nas("runs", "show", "dups", "--storage", str(db), "--json")
+    assert shown.returncode == 0, shown.stderr
+    cli_front = json.loads(shown.stdout)["front"]
+
+    study = load_study(open_storage(str(db), create=False), "dups")
+    records, info = load_records(study), study_info(study)
+    assert any(r.duplicate for r in records), "the space is small enough that configs are re-proposed"
+    assert len(results_front(records, info, with_duplicates=True)) > len(cli_front), "duplicates would change the count"
+
+    app = _run(monkeypatch, db)
+    assert any(f"front of {len(cli_front)} ·" in caption.value for caption in app.caption), [c.value for c in app.caption]
+    (front,) = _front_traces(_chart(app, "pareto"))
+    assert sorted(number for _, number in front["customdata"]) == cli_front

@@ -17,7 +17,6 @@ import pytest
 
 from dashboard.data import load_study_data
 from dashboard.figures import study_front
-from nas.analysis import quality_of
 from nas.records import TrialRecord
 from tests.conftest import REPO_ROOT
 
@@ -142,7 +141,7 @@ def _add_trial(storage: Path, study_name: str, template: TrialRecord) -> None:
 
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{storage}")
     study.add_trial(optuna.trial.create_trial(
-        values=[quality_of(template), template.mflops], user_attrs=dict(template.attrs), constraints={"flops": -1.0},
+        values=[template.score, template.mflops], user_attrs=dict(template.attrs), constraints={"flops": -1.0},
     ))
 
 

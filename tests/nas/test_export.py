@@ -451,7 +451,7 @@ def test_search_keep_weights_then_export_best(nas, tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
 
     info, records = _records_of(db, "e2e")
-    best = max((r for r in records if r.complete and r.feasible), key=lambda r: (r.accuracy, -r.macs))
+    best = max((r for r in records if r.evaluated and r.feasible), key=lambda r: (r.accuracy, -r.macs))
     card = json.loads((out / "model_card.json").read_text())
     assert card["provenance"]["trial"] == best.number and card["weights"]["source"] == "search"
     assert card["accuracy"]["value"] == best.accuracy and card["accuracy"]["recipe"]["train_size"] == 256

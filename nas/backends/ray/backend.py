@@ -16,8 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ray import tune
+
 from nas import records as R
 from nas.backends.ray import RayOptions
+from nas.backends.ray.trainable import EPOCH, EPOCH_ACCURACY, RayJob, ray_trial
 from nas.engine.display import Display, TrialFeed
 from nas.engine.lost_trials import lose_trial
 from nas.engine.outcome import BackendReport, StudyPlan, count_toward_target
@@ -28,11 +31,10 @@ from nas.storage.optuna_adapter import trial_id_of
 
 if TYPE_CHECKING:
     import optuna
-    from ray import tune
 
     from nas.evaluation.data import Dataset
 
-__all__ = ["RayBackend"]
+__all__ = ["RayBackend", "StorageCallback"]
 
 
 def _run_trials(study: optuna.Study, run_name: str, ray_trial_id: str, state: str) -> list[optuna.trial.FrozenTrial]:
@@ -55,50 +57,44 @@ def _prune(study: optuna.Study, storage: optuna.storages.BaseStorage, trial: opt
         pass
 
 
-def _make_callback(study: optuna.Study, storage: optuna.storages.BaseStorage, run_name: str, feed: TrialFeed,
-                   max_attempts: int) -> tune.Callback:
-    from ray import tune
+class StorageCallback(tune.Callback):
+    """Mirrors Tune's decisions into the study storage and feeds the display."""
 
-    from nas.backends.ray.trainable import EPOCH
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage, run_name: str, feed: TrialFeed,
+                 max_attempts: int) -> None:
+        self.study, self.storage, self.run_name, self.feed, self.max_attempts = study, storage, run_name, feed, max_attempts
+        self.seen: set[int] = set()
 
-    class StorageCallback(tune.Callback):
-        """Mirrors Tune's decisions into the study storage and feeds the display."""
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks for Tuner.restore, which this backend does not use (our
+        # storage is the record); a storage connection and a display cannot be pickled.
+        return {"run_name": self.run_name, "seen": set(self.seen), "max_attempts": self.max_attempts}
 
-        def __init__(self) -> None:
-            self.seen: set[int] = set()
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get(EPOCH)
+        for stored in _run_trials(self.study, self.run_name, trial.trial_id, R.RUNNING):
+            _prune(self.study, self.storage, stored, f"asha after epoch {epoch}")
+        self.poll()
 
-        def __getstate__(self) -> dict[str, Any]:
-            # Tune pickles its callbacks for Tuner.restore, which this backend does not use (our
-            # storage is the record); a storage connection and a display cannot be pickled.
-            return {"seen": set(self.seen)}
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._lost(trial, "its Ray worker died; Tune runs the same params again as a new trial", elsewhere=True)
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            epoch = (trial.last_result or {}).get(EPOCH)
-            for stored in _run_trials(study, run_name, trial.trial_id, R.RUNNING):
-                _prune(study, storage, stored, f"asha after epoch {epoch}")
-            self.poll()
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._lost(trial, "its Ray worker died and Tune's retries are used up", elsewhere=False)
 
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._lost(trial, "its Ray worker died; Tune runs the same params again as a new trial", elsewhere=True)
+    def _lost(self, trial: Any, reason: str, *, elsewhere: bool) -> None:
+        for stored in _run_trials(self.study, self.run_name, trial.trial_id, R.RUNNING):
+            # Tune reruns a crashed trial itself; once its retries are spent, the failure counts.
+            lose_trial(self.study, self.storage, stored, f"interrupted: {reason}",
+                       max_attempts=self.max_attempts if elsewhere else 1, rerun_elsewhere=elsewhere)
+            self.feed.worker_event(f"trial #{stored.number} on Ray node {stored.user_attrs.get(R.RAY_NODE, '?')}: {reason}")
+        self.poll()
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._lost(trial, "its Ray worker died and Tune's retries are used up", elsewhere=False)
-
-        def _lost(self, trial: Any, reason: str, *, elsewhere: bool) -> None:
-            for stored in _run_trials(study, run_name, trial.trial_id, R.RUNNING):
-                # Tune reruns a crashed trial itself; once its retries are spent, the failure counts.
-                lose_trial(study, storage, stored, f"interrupted: {reason}", max_attempts=max_attempts if elsewhere else 1,
-                           rerun_elsewhere=elsewhere)
-                feed.worker_event(f"trial #{stored.number} on Ray node {stored.user_attrs.get(R.RAY_NODE, '?')}: {reason}")
-            self.poll()
-
-        def poll(self) -> None:
-            for stored in study.get_trials(deepcopy=False):
-                if stored.number not in self.seen and stored.state.is_finished() and stored.user_attrs.get(R.RAY_RUN) == run_name:
-                    self.seen.add(stored.number)
-                    feed.trial_finished(record_from_trial(study.study_name, stored))
-
-    return StorageCallback()
+    def poll(self) -> None:
+        for stored in self.study.get_trials(deepcopy=False):
+            if stored.number not in self.seen and stored.state.is_finished() and stored.user_attrs.get(R.RAY_RUN) == self.run_name:
+                self.seen.add(stored.number)
+                self.feed.trial_finished(record_from_trial(self.study.study_name, stored))
 
 
 def _job_settings(settings: SearchSettings) -> SearchSettings:
@@ -114,8 +110,6 @@ def _job_settings(settings: SearchSettings) -> SearchSettings:
 
 def _scheduler(settings: SearchSettings, epochs: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler
-
-    from nas.backends.ray.trainable import EPOCH, EPOCH_ACCURACY
 
     if not settings.halving or epochs < 2 or settings.evaluator.objective_name != "accuracy":
         return None  # FIFO: every trial trains all its epochs
@@ -168,10 +162,7 @@ class RayBackend:
         self, plan: StudyPlan, study: optuna.Study, storage: optuna.storages.BaseStorage, feed: TrialFeed
     ) -> BackendReport:
         """One Tune experiment for ``plan.remaining`` more trials of the study."""
-        from ray import tune
-
         from nas.backends.ray.searcher import build_searcher
-        from nas.backends.ray.trainable import RayJob, ray_trial
 
         settings, options = plan.settings, self.options
         epochs = settings.evaluator.epochs
@@ -183,7 +174,7 @@ class RayBackend:
         trainable = tune.with_resources(
             tune.with_parameters(ray_trial, job=job, dataset=self._dataset), {"cpu": options.cpus_per_trial}
         )
-        callback = _make_callback(study, storage, run_name, feed, settings.max_attempts)
+        callback = StorageCallback(study, storage, run_name, feed, settings.max_attempts)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

@@ -100,6 +100,7 @@ def ray_trial(config: dict[str, Any], job: RayJob, dataset: Any = None) -> None:
     trial.set_user_attr(R.RAY_RUN, job.run_name)
     trial.set_user_attr(R.RAY_TRIAL_ID, tune.get_context().get_trial_id())
     trial.set_user_attr(R.RAY_NODE, ray.util.get_node_ip_address())
+    trial.set_user_attr(R.RAY_NODE_ID, ray.get_runtime_context().get_node_id())
 
     def report_epoch(epoch: int, accuracy: float) -> None:
         if epoch + 1 < job.epochs:  # the last epoch is reported once the trial is stored

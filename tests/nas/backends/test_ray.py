@@ -65,6 +65,12 @@ def ray_head():
     )
     assert started.returncode == 0, started.stdout + started.stderr
     yield f"127.0.0.1:{port}", temp_dir
+    kill_cluster(temp_dir)
+
+
+def kill_cluster(temp_dir: str) -> None:
+    """Stop exactly the processes of the cluster that uses ``temp_dir`` (never `ray stop`, which
+    would stop every Ray on the machine)."""
     ours = _cluster_pids(temp_dir)  # taken once: agents leave the tree when the raylet exits
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in ours:
@@ -83,13 +89,31 @@ def _study(db: Path, name: str = "shufflenet-140M"):
 
 
 # -- fast checks ---------------------------------------------------------------------------------
+def _request(**changes):  # noqa: ANN003, ANN202 - a `nas search` command line as typed
+    from nas.commands.search_settings import SearchRequest
+
+    fields = dict(
+        budget=["140M"], n_trials=4, timeout=None, seed=0, sampler="tpe", storage=None, study=None, workers=0, threads=0,
+        space_file=None, data="fashion-mnist", evaluator="proxy", epochs=1, resolution=32, train_size=None, val_size=None,
+        batch_size=128, seeds=1, objectives="accuracy,mflops", presets=True, prescreen=0, keep_weights=False,
+        early_stopping=True, device=None, latency_budget=None, lut=None, runs_dir=Path("runs"), quiet=True,
+    )
+    return SearchRequest(**{**fields, **changes})
+
+
 def test_backend_options_are_checked_before_anything_runs():
-    assert ray_options_from("local", None, None, None) is None
-    options = ray_options_from("ray", "10.0.0.5:6379", 2, 3)
-    assert (options.address, options.cpus_per_trial, options.max_concurrent) == ("10.0.0.5:6379", 2, 3)
-    for args in (("spark", None, None, None), ("local", "auto", None, None), ("ray", "no-port", None, None), ("ray", "h:99999", None, None)):
+    from nas.commands.search_settings import backend_options
+
+    assert backend_options(_request()) == ("local", None)
+    name, options = backend_options(_request(backend="ray", ray_address="10.0.0.5:6379", cpus_per_trial=2, max_concurrent=3))
+    assert name == "ray" and (options.address, options.cpus_per_trial, options.max_concurrent) == ("10.0.0.5:6379", 2, 3)
+    bad = (dict(backend="spark"), dict(ray_address="auto"), dict(backend="ray", ray_address="no-port"),
+           dict(backend="ray", ray_address="h:99999"))
+    for changes in bad:
         with pytest.raises(UserError):
-            ray_options_from(*args)
+            backend_options(_request(**changes))
+    with pytest.raises(UserError):
+        ray_options_from(None, 0, None)
 
 
 def test_unreachable_address_is_one_line_error_and_nothing_is_stored(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nas.latency import DeviceError, RunSettings, measure_config, open_device
-from nas.latency.adb import parse_perf_test_output
+from nas.latency.kinds.adb import parse_perf_test_output
 
 FAKE_ADB = r'''#!{python}
 import os, shutil, subprocess, sys

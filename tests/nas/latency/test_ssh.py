@@ -12,7 +12,7 @@ import pytest
 
 from nas.errors import UserError
 from nas.latency import DeviceError, DeviceUnavailableError, LatencyCache, LatencyEvaluator, RunSettings, measure_config, open_device
-from nas.latency.ssh import parse_ssh_spec
+from nas.latency.kinds.ssh import parse_ssh_spec
 
 from .sshd import free_port
 

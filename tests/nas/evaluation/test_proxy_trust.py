@@ -7,7 +7,6 @@ import math
 import pytest
 
 from nas.evaluation.proxy_trust import check_proxy, diverse_configs, kendall_tau, pooled_seed_sd, ranks, spearman
-from nas.engine.early_stopping import below_top_fraction
 from shufflenet_core import complexity
 
 
@@ -48,10 +47,3 @@ def test_check_proxy_reports_correlation_noise_and_ties() -> None:
     assert report.spearman == pytest.approx(-1.0)
     assert report.seed_sd == pytest.approx(math.sqrt(0.125))
     assert len(report.results) == 4
-
-
-def test_successive_halving_keeps_the_top_fraction() -> None:
-    assert below_top_fraction(0.5, [0.9, 0.8, 0.7, 0.6, 0.4], eta=3) is True  # top 2 of 6 are 0.9, 0.8
-    assert below_top_fraction(0.85, [0.9, 0.8, 0.7, 0.6, 0.4], eta=3) is False
-    assert below_top_fraction(0.1, [0.2], eta=3) is True  # always keep at least the best one
-    assert below_top_fraction(0.2, [0.2], eta=3) is False  # a tie with the kept one survives
