@@ -109,7 +109,8 @@ def main() -> None:
     else:
         print(f"(no PostgreSQL row: {reason})")
     try:
-        print(f"{args.processes} processes claim {args.trials} enqueued trials, {args.rounds} rounds each:")
+        print(f"{args.processes} processes claim {args.trials} enqueued trials, {args.rounds} rounds per storage; "
+              "claimed: distinct trials per round; duplicates and lost: summed over the rounds")
         print(f"{'storage':44s} {'claimed':>8s} {'duplicates':>10s} {'lost':>5s} {'claims/s':>16s}")
         for label, url, plain in storages:
             rows = [measure(url, args.processes, args.trials, plain=plain) for _ in range(args.rounds)]

@@ -126,7 +126,10 @@ def _log_to(path: str) -> None:
     """Send this process's stdout and stderr (Python's and C libraries') to ``path``."""
     sys.stdout.flush()
     sys.stderr.flush()
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except FileNotFoundError:  # the supervisor already ended and removed its log folder: nobody to work for
+        os._exit(EXIT_INTERRUPTED)
     os.dup2(handle, 1)
     os.dup2(handle, 2)
     os.close(handle)
@@ -292,10 +295,13 @@ class LocalBackend:
         if plan.settings.workers <= 1:
             return self._in_process(plan, study, feed)
         log_dir = Path(tempfile.mkdtemp(prefix=f"shufflenas-{plan.study_name}-workers-"))
-        report = _Pool(plan, study, storage, feed, log_dir).run()
-        if not report.events:  # our own temporary folder; kept when a worker died, for its log
-            shutil.rmtree(log_dir, ignore_errors=True)
-        return report
+        report = None
+        try:
+            report = _Pool(plan, study, storage, feed, log_dir).run()
+            return report
+        finally:  # our own temporary folder; kept only when a worker died, for the log its report names
+            if report is None or not report.events:
+                shutil.rmtree(log_dir, ignore_errors=True)
 
     @staticmethod
     def _in_process(plan: StudyPlan, study: optuna.Study, feed: TrialFeed) -> BackendReport:

@@ -55,9 +55,18 @@ def _kill_worker_mid_trial(db: Path, name: str, search: subprocess.Popen) -> tup
     raise AssertionError("worker 1 never started a trial")
 
 
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The worker log folders (kept when a worker dies) go under the test's own folder."""
+    return {**os.environ, "TMPDIR": str(tmp_path)}
+
+
+def _log_folders(tmp_path: Path) -> list[Path]:
+    return sorted(tmp_path.glob("shufflenas-*-workers-*"))
+
+
 def _search(db: Path, name: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nas.cli", *SEARCH, "--storage", str(db), "--study", name, *extra],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(db.parent))
 
 
 def test_a_killed_worker_is_reported_replaced_and_the_study_still_reaches_its_target(tmp_path) -> None:
@@ -77,6 +86,8 @@ def test_a_killed_worker_is_reported_replaced_and_the_study_still_reaches_its_ta
     retry = next(r for r in records if r.attrs.get(R.RETRY_OF) == number)  # the same config, run again
     assert retry.state == "COMPLETE" and retry.config == lost.config and retry.attrs[R.ATTEMPT] == 2
     assert Counter(r.state for r in records) == {"COMPLETE": 6, "FAIL": 1}
+    (folder,) = _log_folders(tmp_path)  # kept for the dead worker's log, and named in its report
+    assert f"(log: {folder / 'worker-1.log'})" in out and (folder / "worker-1.log").is_file()
 
 
 def test_with_restarts_off_a_killed_worker_ends_the_search_with_exit_code_1(tmp_path) -> None:
@@ -121,7 +132,7 @@ def test_ctrl_c_marks_running_trials_lost_and_the_same_command_resumes(tmp_path,
     db = tmp_path / "s.db"
     args = [sys.executable, "-m", "nas.cli", *SEARCH, "--storage", str(db), "--study", "int", "--n-trials", "4",
             "--workers", workers]
-    search = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    search = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True)
     deadline = time.monotonic() + 300
     while _running_trial_of(db, "int", "worker 1" if workers == "2" else "in-process") is None:
@@ -134,6 +145,7 @@ def test_ctrl_c_marks_running_trials_lost_and_the_same_command_resumes(tmp_path,
     assert not [r for r in records if r.state == "RUNNING"]
     interrupted = [r for r in records if r.state == "FAIL"]
     assert interrupted and all(r.lost and r.attrs[R.FAIL_REASON] == "interrupted by the user" for r in interrupted)
+    assert not _log_folders(tmp_path), "Ctrl-C is no worker death: the temporary log folder is removed"
     resumed = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = load_records(_load(db, "int"))

@@ -216,3 +216,24 @@ def test_killed_worker_is_retried_and_search_finishes(ray_head, tmp_path):
     assert len(finished) == 3
     retried = [t for t in finished if t.user_attrs["ray_trial_id"] == victim.user_attrs["ray_trial_id"]]
     assert len(retried) == 1 and retried[0].params == victim.params and retried[0].user_attrs["worker_pid"] != pid
+
+
+@pytest.mark.slow
+def test_ray_search_whose_every_trial_fails_exits_1(ray_head, tmp_path):
+    """The exit codes are the engine's, whatever the backend: every config misses the latency
+    table the user passed, so every trial fails on its own and the command exits 1."""
+    from nas.latency.lut import LatencyLUT
+
+    address, _ = ray_head
+    table = tmp_path / "other-space.json"
+    LatencyLUT(device={"name": "elsewhere"}, entries={}, settings={"threads": 1}).save(table)
+    db = tmp_path / "fail.db"
+    result = run_nas(
+        "search", "--backend", "ray", "--ray-address", address, "--budget", "40M", "--n-trials", "3", "--evaluator", "zero-cost",
+        "--storage", str(db), "--runs-dir", str(tmp_path / "runs"), "--device", "lut", "--lut", str(table), "--quiet",
+        env=RAY_ENV, timeout=600,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "every trial of this run failed" in result.stdout and "Traceback" not in result.stderr
+    states = [t.state.name for t in _study(db, "shufflenet-40M").get_trials()]
+    assert states.count("FAIL") == 3 and "RUNNING" not in states and "COMPLETE" not in states, states

@@ -15,19 +15,22 @@ import sys
 import time
 from collections import Counter
 
-import optuna
 import pytest
 
 from nas import records as R
 from nas.engine.outcome import count_toward_target
+from nas.errors import UserError
 from nas.records import load_records
 from tests.conftest import REPO_ROOT, STORAGE_KINDS
 
 ZERO_COST = ["search", "--budget", "140M", "--evaluator", "zero-cost", "--seed", "1", "--quiet"]
 
 
-def _optuna_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://")
+def _records(url: str, study: str):  # noqa: ANN202
+    """What the storage holds, opened the way `nas` opens it (journal files, psycopg)."""
+    from nas.storage import load_study, open_storage
+
+    return load_records(load_study(open_storage(url, create=False), study))
 
 
 def _enqueued_once(records) -> None:  # noqa: ANN001
@@ -47,7 +50,7 @@ def test_repeated_short_searches_with_more_workers_than_cores(nas, kind, storage
         result = nas(*ZERO_COST, "--n-trials", "12", "--workers", "4", "--storage", url, "--study", study)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr and "is already set" not in result.stderr
-        records = load_records(optuna.load_study(study_name=study, storage=_optuna_url(url)))
+        records = _records(url, study)
         assert Counter(r.state for r in records) == {"COMPLETE": 12}, Counter(r.state for r in records)
         _enqueued_once(records)
 
@@ -68,14 +71,20 @@ def test_200_trials_with_4_workers_on_postgresql_survive_kills_and_resume(postgr
 
     def records():  # noqa: ANN202
         try:
-            return load_records(optuna.load_study(study_name="stress", storage=_optuna_url(url)))
-        except KeyError:
+            return _records(url, "stress")
+        except UserError:  # the study is not created yet
             return []
 
     search = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait(lambda: count_toward_target(records()) >= 40, search)
-    worker = next(int(r.attrs[R.WORKER_PID]) for r in records() if r.state == "RUNNING" and R.WORKER_PID in r.attrs)
-    os.kill(worker, signal.SIGKILL)  # one worker dies: it is replaced
+    running: list[int] = []  # zero-cost trials are short: look until one is caught running
+
+    def caught_running() -> bool:
+        running[:] = [int(r.attrs[R.WORKER_PID]) for r in records() if r.state == "RUNNING" and R.WORKER_PID in r.attrs]
+        return bool(running)
+
+    _wait(caught_running, search)
+    os.kill(running[0], signal.SIGKILL)  # one worker dies: it is replaced
     _wait(lambda: count_toward_target(records()) >= 100, search)
     os.kill(search.pid, signal.SIGKILL)  # then the whole command (its workers die with it)
     search.communicate(timeout=60)
