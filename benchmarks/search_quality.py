@@ -33,11 +33,11 @@ from pathlib import Path
 import optuna
 
 from nas.analysis import hypervolume, objective_value, permutation_p_value
-from nas.evaluation.data import load_data
 from nas.engine.outcome import count_toward_target
+from nas.evaluation.data import load_data
+from nas.evaluation.training import Recipe, prepare_data, train_config
 from nas.records import load_records, study_info
 from nas.results import best_trial
-from nas.evaluation.training import Recipe, prepare_data, train_config
 from shufflenet_core import get_preset
 
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -137,7 +137,8 @@ def main() -> None:
         values = results[sampler]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         top = tops[sampler]
-        print(f"  {sampler:7s} {statistics.fmean(values):8.2f} +- {spread:5.2f}   ratio to random {statistics.fmean(values) / random_mean:.3f}"
+        ratio = statistics.fmean(values) / random_mean
+        print(f"  {sampler:7s} {statistics.fmean(values):8.2f} +- {spread:5.2f}   ratio to random {ratio:.3f}"
               f"   top-5 proxy accuracy {statistics.fmean(top):.4f} +- {statistics.stdev(top) if len(top) > 1 else 0.0:.4f}")
 
     recipe = Recipe(epochs=args.epochs, train_size=args.train_size)
@@ -156,7 +157,7 @@ def main() -> None:
     for round_seeds, keep in (([100, 101], args.survivors), ([102, 103, 104], 1)):
         print(f"\nRacing: {len(contenders)} configs re-trained with seeds {round_seeds} "
               f"(mean over all re-training seeds so far):")
-        for sampler, seed, record in contenders:
+        for _sampler, _seed, record in contenders:
             key = record.config.to_json()
             scores.setdefault(key, []).extend(trained(record.config, round_seeds))
             print(f"  {record.config.short_name} ({record.mflops:.1f}M, proxy {record.accuracy:.4f}): "

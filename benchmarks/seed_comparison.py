@@ -57,7 +57,7 @@ def main() -> None:
         print(f"seed {seed}: " + "  ".join(f"{s[-1]:.4f}" for s in scores), flush=True)
     print(f"\n{args.seeds} seeds ({seeds[0]}-{seeds[-1]}), {args.epochs} epoch(s) on {args.train_size} images:")
     reference = scores[0]
-    for config, values in zip(configs, scores):
+    for config, values in zip(configs, scores, strict=True):
         line = (f"  {config.short_name:36s} {complexity(config).macs / 1e6:6.1f}M  "
                 f"{statistics.fmean(values):.4f} +- {statistics.stdev(values):.4f}")
         if values is not reference:

@@ -96,7 +96,9 @@ def row(label: str, best: dict[str, float], unit: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per side (best is kept)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for training (a search runs 1, see nas/parallelism.py)")
+    parser.add_argument("--threads", type=int, default=1, help=(
+        "torch threads for training (a search runs 1, see nas/parallelism.py)"
+    ))
     args = parser.parse_args()
     resolution = proxy_resolution()
     print(f"torch {torch.__version__}, {args.threads} training threads, batch {BATCH}, proxy {resolution}x{resolution}")

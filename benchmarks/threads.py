@@ -58,10 +58,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternate both layouts this many times")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    best = {"1 trial x %d threads" % cores: 0.0, "%d trials x 1 thread" % cores: 0.0}
+    one_trial, many_trials = f"1 trial x {cores} threads", f"{cores} trials x 1 thread"
+    best = {one_trial: 0.0, many_trials: 0.0}
     for _ in range(args.rounds):
-        best["1 trial x %d threads" % cores] = max(best["1 trial x %d threads" % cores], aggregate(1, cores, args.steps, args.width))
-        best["%d trials x 1 thread" % cores] = max(best["%d trials x 1 thread" % cores], aggregate(cores, 1, args.steps, args.width))
+        best[one_trial] = max(best[one_trial], aggregate(1, cores, args.steps, args.width))
+        best[many_trials] = max(best[many_trials], aggregate(cores, 1, args.steps, args.width))
     for name, rate in best.items():
         print(f"{name}: {rate:.0f} training images/s (fast {args.width}x g3, batch 128, 32x32)")
 

@@ -33,7 +33,9 @@ def param_importances(study: Any) -> tuple[dict[str, float] | None, str | None]:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     evaluated = [t for t in complete if t.params and _quality(t) is not None]
     if len(evaluated) < 2:
-        return None, f"parameter importances need at least 2 evaluated trials with sampled parameters (this study has {len(evaluated)})"
+        return None,(
+            f"parameter importances need at least 2 evaluated trials with sampled parameters (this study has {len(evaluated)})"
+        )
     if not any(len({repr(t.params.get(name)) for t in evaluated}) > 1 for name in evaluated[0].params):
         return None, "parameter importances need parameters that vary between trials"
     try:
@@ -41,8 +43,8 @@ def param_importances(study: Any) -> tuple[dict[str, float] | None, str | None]:
             warnings.simplefilter("ignore")
             scratch = optuna.create_study(direction="minimize")  # in memory; the storage is never written
             scratch.add_trials([
-                optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=-_quality(t))  # low = good
-                for t in evaluated
+                optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=-quality)  # low = good
+                for t in evaluated if (quality := _quality(t)) is not None
             ])
             importances = optuna.importance.get_param_importances(scratch, evaluator=_evaluator(optuna))
     except Exception as error:  # noqa: BLE001 - the evaluators fail in several ways on tiny studies

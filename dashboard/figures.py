@@ -6,12 +6,13 @@ come from :mod:`nas.analysis`; this module only draws them.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from nas import results
 from nas.analysis import (
     PAPER_BUDGETS_MFLOPS,
     error_edf_by,
@@ -19,7 +20,6 @@ from nas.analysis import (
     knob_value,
     objective_value,
 )
-from nas import results
 from nas.records import SKIPPED, TrialRecord
 from shufflenet_core import ShuffleNetConfig
 
@@ -60,7 +60,10 @@ def config_summary(config: ShuffleNetConfig | None) -> str:
         return "no config"
     channels = "/".join(str(c) for c in config.stage_out_channels)
     depths = "/".join(str(d) for d in config.stage_depths)
-    text = f"g={config.groups}, channels {channels}, depths {depths}, stem {config.stem_channels}, ratio {config.bottleneck_ratio:g}"
+    text =(
+        f"g={config.groups}, channels {channels}, depths {depths}, stem {config.stem_channels}, ratio "
+        f"{config.bottleneck_ratio:g}"
+    )
     return text if config.channel_shuffle else text + ", no shuffle"
 
 
@@ -153,7 +156,8 @@ def pareto_figure(
         shown += [objective_value(r, x_axis) for r in usable + untrained]  # type: ignore[misc]
         group = dict(legendgroup=data.name)
 
-        def add(records: Sequence[TrialRecord], role: str, label: str, **style: object) -> None:
+        def add(records: Sequence[TrialRecord], role: str, label: str, *, quality: str = quality, data: StudyData = data,
+                group: dict = group, **style: object) -> None:  # the loop's values bound now, not looked up later
             if records or role == FRONT_ROLE:
                 figure.add_trace(_scatter(records, x_axis, quality, name=f"{data.name}: {label}",
                                           meta={"role": role, "study": data.name}, **group, **style))
@@ -163,7 +167,7 @@ def pareto_figure(
         add([r for r in searched if not r.feasible], "infeasible", "over budget", mode="markers",
             marker=dict(color=color, size=8, symbol="x", opacity=0.7))
         add(presets, "presets", "paper presets", mode="markers+text", textposition="top center",
-            text=[r.preset.replace("shufflenet_v1_", "") for r in presets],
+            text=[(r.preset or "").replace("shufflenet_v1_", "") for r in presets],
             marker=dict(color="gold", size=15, symbol="star", line=dict(color=color, width=2)))
         add(front, FRONT_ROLE, "Pareto front", mode="lines+markers", line=dict(color=color, width=2, shape="hv"),
             marker=dict(color=color, size=11, symbol="diamond", line=dict(color="black", width=1)))
@@ -171,7 +175,8 @@ def pareto_figure(
             untrained_any = True
             figure.add_trace(go.Scatter(
                 x=[objective_value(r, x_axis) for r in untrained], y=[0] * len(untrained), yaxis="y2", mode="markers",
-                name=f"{data.name}: over budget, not trained", marker=dict(color=color, size=8, symbol="x-thin-open", line=dict(width=2, color=color)),
+                name=f"{data.name}: over budget, not trained",
+                marker=dict(color=color, size=8, symbol="x-thin-open", line=dict(width=2, color=color)),
                 customdata=[[r.study, r.number] for r in untrained], hovertext=[_hover(r) for r in untrained],
                 hoverinfo="text", meta={"role": "untrained", "study": data.name}, **group,
             ))

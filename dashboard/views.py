@@ -7,13 +7,13 @@ lays them out and wires the widgets.
 from __future__ import annotations
 
 import shutil
-from typing import Sequence
+from collections.abc import Sequence
 
 import streamlit as st
 
 from nas.analysis import dominates, objective_value, reference_point
-from nas.results import study_front
 from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, SKIPPED, WEIGHTS_PATH, TrialRecord
+from nas.results import study_front
 from nas.storage import resolve_storage_url
 
 from . import actions, figures
@@ -49,9 +49,15 @@ def show_figure(figure, name: str, key: str, **chart_kwargs):  # noqa: ANN001, A
     return event
 
 
+def _point(record: TrialRecord, axes: Sequence[str]) -> list[float] | None:
+    """The record's values on ``axes``; None when it lacks one of them."""
+    values = [objective_value(record, name) for name in axes]
+    return None if any(v is None for v in values) else [float(v) for v in values if v is not None]
+
+
 def render_summary(studies: Sequence[StudyData]) -> None:
     columns = st.columns(len(studies))
-    for column, data in zip(columns, studies):
+    for column, data in zip(columns, studies, strict=True):
         complete = data.completed
         front = study_front(data.records, data.info)  # the front `nas search` and `nas runs show` print
         budget = data.info.budget_label or (f"{data.budget_mflops:g}M" if data.budget_mflops else "none")
@@ -103,10 +109,12 @@ def _render_preset_verdicts(studies: Sequence[StudyData], x_axis: str) -> None:
     for data in studies:
         axes = (data.quality, x_axis)
         searched = [r for r in data.completed if not r.preset and r.feasible and objective_value(r, x_axis) is not None]
-        for preset in (r for r in data.completed if r.preset and objective_value(r, x_axis) is not None):
-            point = [objective_value(preset, name) for name in axes]
+        for preset in (r for r in data.completed if r.preset):
+            point = _point(preset, axes)
+            if point is None:
+                continue
             beaters = [r.number for r in searched
-                       if dominates([objective_value(r, name) for name in axes], point, ["maximize", "minimize"])]
+                       if (other := _point(r, axes)) is not None and dominates(other, point, ["maximize", "minimize"])]
             shown = ", ".join(f"#{n}" for n in beaters[:5]) + (f" and {len(beaters) - 5} more" if len(beaters) > 5 else "")
             verdict = f"beaten by searched trial(s) {shown}" if beaters else "not beaten by the search"
             lines.append(f"- {data.name}: **{preset.preset}** ({_quality_text(preset)}, "
@@ -156,7 +164,8 @@ def _render_record(record: TrialRecord, data: StudyData, storage: str | None, ca
     metrics[3].metric("latency (ms)", "-" if record.latency_ms is None else f"{record.latency_ms:.2f}")
     metrics[4].metric("feasible", "yes" if record.feasible else "no")
     skipped = record.attrs.get(SKIPPED)
-    st.caption(f"state {record.state}" + (f" · {skipped}" if skipped else "") + (f" · preset {record.preset}" if record.preset else "")
+    st.caption(f"state {record.state}" + (f" · {skipped}" if skipped else "")
+               + (f" · preset {record.preset}" if record.preset else "")
                + f" · {figures.config_summary(record.config)}")
     left, right = st.columns(2)
     with left:
@@ -224,8 +233,8 @@ def render_design_space(studies: Sequence[StudyData]) -> None:
                 show_figure(figures.importance_figure(values, f"Parameter importances for {data.quality}: {data.name}"),
                             f"importances_{data.name}", f"importance-{data.name}")
     with convergence:
-        budgets = [d.budget_mflops for d in studies]
-        limits = {"mflops": max(budgets)} if budgets and all(b is not None for b in budgets) else None
+        budgets = [d.budget_mflops for d in studies if d.budget_mflops is not None]
+        limits = {"mflops": max(budgets)} if budgets and len(budgets) == len(studies) else None
         records = [r for d in studies for r in d.records]
-        reference = reference_point(records, (studies[0].quality, "mflops"), limits=limits)  # type: ignore[arg-type]
+        reference = reference_point(records, (studies[0].quality, "mflops"), limits=limits)
         show_figure(figures.hypervolume_figure(studies, reference), "hypervolume", "hypervolume")

@@ -14,12 +14,11 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
+from nas.records import OBJECTIVE_DIRECTIONS, Direction, TrialRecord, directions_for
 from shufflenet_core import PAPER_STAGE2_CHANNELS
-
-from nas.records import OBJECTIVE_DIRECTIONS, TrialRecord, directions_for
 
 __all__ = [
     "KNOBS",
@@ -93,14 +92,14 @@ def _check_directions(directions: Sequence[str], dims: int) -> None:
 
 
 def _as_minimized(point: Sequence[float], directions: Sequence[str]) -> tuple[float, ...]:
-    return tuple(-float(v) if d == "maximize" else float(v) for v, d in zip(point, directions))
+    return tuple(-float(v) if d == "maximize" else float(v) for v, d in zip(point, directions, strict=True))
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """True when ``a`` is at least as good as ``b`` everywhere and strictly better somewhere."""
     _check_directions(directions, len(a))
     ma, mb = _as_minimized(a, directions), _as_minimized(b, directions)
-    return all(x <= y for x, y in zip(ma, mb)) and any(x < y for x, y in zip(ma, mb))
+    return all(x <= y for x, y in zip(ma, mb, strict=True)) and any(x < y for x, y in zip(ma, mb, strict=True))
 
 
 def pareto_front_indices(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
@@ -116,8 +115,8 @@ def pareto_front_indices(points: Sequence[Sequence[float]], directions: Sequence
     for i, candidate in enumerate(minimized):
         dominated = False
         for j, other in enumerate(minimized):
-            if j != i and all(x <= y for x, y in zip(other, candidate)) and any(
-                x < y for x, y in zip(other, candidate)
+            if j != i and all(x <= y for x, y in zip(other, candidate, strict=True)) and any(
+                x < y for x, y in zip(other, candidate, strict=True)
             ):
                 dominated = True
                 break
@@ -160,7 +159,7 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float], d
     _check_directions(directions, len(reference))
     ref = _as_minimized(reference, directions)
     inside = [
-        q for q in (_as_minimized(p, directions) for p in points) if all(v < r for v, r in zip(q, ref))
+        q for q in (_as_minimized(p, directions) for p in points) if all(v < r for v, r in zip(q, ref, strict=True))
     ]
     front = [inside[i] for i in pareto_front_indices(inside, ["minimize"] * len(ref))]
     return _hypervolume_minimized(sorted(set(front)), ref)
@@ -192,7 +191,7 @@ def objective_value(record: TrialRecord, name: str) -> float | None:
     raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVE_DIRECTIONS)}")
 
 
-def _directions_for(objectives: Sequence[str]) -> list[str]:
+def _directions_for(objectives: Sequence[str]) -> list[Direction]:
     return directions_for(list(objectives))
 
 
@@ -238,7 +237,7 @@ def reference_point(
     records = [r for r in records if r.state == "COMPLETE"]
     values = {name: [objective_value(r, name) for r in records] for name in objectives}
     reference = []
-    for name, direction in zip(objectives, _directions_for(objectives)):
+    for name, direction in zip(objectives, _directions_for(objectives), strict=True):
         seen = [v for v in values[name] if v is not None]
         if name in limits:
             reference.append(float(limits[name]))
@@ -322,7 +321,7 @@ def error_edf_by(
         group = key_of(record)
         if group is None:
             continue
-        groups.setdefault(group, []).append(100.0 * (1.0 - float(record.accuracy)))  # type: ignore[arg-type]
+        groups.setdefault(group, []).append(100.0 * (1.0 - float(record.accuracy)))
     return {group: edf(errors) for group, errors in sorted(groups.items(), key=lambda item: str(item[0]))}
 
 

@@ -12,7 +12,9 @@ __all__ = ["PAPER_BUDGETS", "format_budget", "parse_budget"]
 # The paper's three complexity levels (MFLOPs = MACs at 224x224).
 PAPER_BUDGETS = ("40M", "140M", "524M")
 
-_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*(?:flops|macs|mflops|gflops)?\s*$", re.IGNORECASE)
+_PATTERN = re.compile(
+    r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*(?:flops|macs|mflops|gflops)?\s*$", re.IGNORECASE
+)
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 MAX_BUDGET_MACS = 10**15
 """1,000,000 GFLOPs: far beyond any ShuffleNet at any resolution; larger numbers are typos."""

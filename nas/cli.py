@@ -6,7 +6,7 @@ Bad input of any kind ends as one line on stderr and exit code 2 (see :func:`mai
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import click
 import typer
@@ -32,7 +32,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Optional[bool] = typer.Option(
+    version: bool | None = typer.Option(
         None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
@@ -41,11 +41,12 @@ def _root(
 
 def _register() -> None:
     """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
-    from nas.commands import dashboard, export, presets, proxy_check, runs, search
+    from nas.commands import compare, dashboard, export, presets, proxy_check, runs, search
 
     presets.register(app)
     search.register(app)
     proxy_check.register(app)
+    compare.register(app)
     runs.register(app)
     export.register(app)
     dashboard.register(app)
@@ -57,9 +58,9 @@ def _register() -> None:
 _register()
 
 
-def _click_errors() -> tuple[type, ...]:
+def _click_errors() -> tuple[type[BaseException], ...]:
     """Usage-error classes of click and of the click copy that newer typer vendors."""
-    classes: list[type] = [click.UsageError]
+    classes: list[type[BaseException]] = [click.UsageError]
     try:
         from typer._click import exceptions as vendored
     except ImportError:  # typer without a vendored click
@@ -69,7 +70,7 @@ def _click_errors() -> tuple[type, ...]:
     return tuple(classes)
 
 
-def _abort_errors() -> tuple[type, ...]:
+def _abort_errors() -> tuple[type[BaseException], ...]:
     return (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 
 
@@ -85,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             click.echo(ctx.get_help())
             return 2
         path = ctx.command_path if ctx is not None else "nas"
-        click.echo(f"nas: error: {error.format_message()} (see '{path} --help')", err=True)
+        format_message = getattr(error, "format_message", None)  # click's, or typer's vendored copy's
+        message = format_message() if callable(format_message) else str(error)
+        click.echo(f"nas: error: {message} (see '{path} --help')", err=True)
         return 2
     except UserError as error:
         click.echo(f"nas: error: {error}", err=True)

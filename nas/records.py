@@ -12,7 +12,7 @@ the keys below: nothing outside this module spells a stored key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shufflenet_core import ShuffleNetConfig
 
@@ -30,7 +30,9 @@ __all__ = [
 ]
 
 # --- objectives ---------------------------------------------------------------------------
-OBJECTIVE_DIRECTIONS: dict[str, str] = {
+Direction = Literal["minimize", "maximize"]
+
+OBJECTIVE_DIRECTIONS: dict[str, Direction] = {
     "accuracy": "maximize",
     "synflow": "maximize",  # zero-cost scores: higher predicts more accurate
     "naswot": "maximize",
@@ -44,7 +46,7 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
 """Which way each objective (stored or derived) is better."""
 
 
-def directions_for(objectives: tuple[str, ...] | list[str]) -> list[str]:
+def directions_for(objectives: tuple[str, ...] | list[str]) -> list[Direction]:
     """Optuna directions for objective names, by name (never by position)."""
     unknown = [name for name in objectives if name not in OBJECTIVE_DIRECTIONS]
     if unknown:
@@ -111,6 +113,11 @@ RAY_RUN = "ray_run"  # str: the Tune experiment that ran the trial
 RAY_TRIAL_ID = "ray_trial_id"
 RAY_NODE = "ray_node"  # str: IP of the Ray node that ran the trial
 RAY_NODE_ID = "ray_node_id"  # str: Ray's id of that node (several nodes may share one IP)
+
+# --- `nas compare`: a comparison study holds one trial per (config, seed) at one fidelity -----
+COMPARE_FIDELITY = "compare_fidelity"  # study attr, dict: epochs, train_size, data, resolution, batch, split
+COMPARE_LABEL = "compare_label"  # str: the config as the user named it (preset, spec, study:N)
+COMPARE_SEED = "compare_seed"  # int: the training seed (the trial's ACCURACY is on the evaluated split)
 
 RESULT_ATTRS = (ACCURACY, ACCURACY_SEEDS, ACCURACY_STD, LEARNING_CURVE, EPOCHS, SCORE, TRAIN_SECONDS, WEIGHTS_PATH, DIVERGED)
 """What a re-proposed config copies from the earlier trial that evaluated it."""
@@ -204,7 +211,7 @@ class TrialRecord:
         return self.attrs.get(DUPLICATE_OF) is not None
 
 
-def study_info(study: "optuna.Study") -> StudyInfo:
+def study_info(study: optuna.Study) -> StudyInfo:
     attrs = dict(study.user_attrs)
     latency_budget = attrs.get(LATENCY_BUDGET_MS)
     return StudyInfo(
@@ -217,7 +224,7 @@ def study_info(study: "optuna.Study") -> StudyInfo:
     )
 
 
-def record_from_trial(study_name: str, trial: "optuna.trial.FrozenTrial", *, retried: bool = False) -> TrialRecord:
+def record_from_trial(study_name: str, trial: optuna.trial.FrozenTrial, *, retried: bool = False) -> TrialRecord:
     attrs = dict(trial.user_attrs)
     config = None
     if CONFIG in attrs:
@@ -247,7 +254,7 @@ def record_from_trial(study_name: str, trial: "optuna.trial.FrozenTrial", *, ret
     )
 
 
-def load_records(study: "optuna.Study") -> list[TrialRecord]:
+def load_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of ``study`` as a record, in trial order."""
     trials = study.get_trials(deepcopy=False)
     retried = {trial.user_attrs.get(RETRY_OF) for trial in trials} - {None}

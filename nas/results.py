@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nas.analysis import front_records
-from nas.records import ACCURACY_SEEDS, ACCURACY_NOISE_SD, StudyInfo, TrialRecord
+from nas.records import ACCURACY_NOISE_SD, ACCURACY_SEEDS, StudyInfo, TrialRecord
 
 __all__ = [
     "BestChoice",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from shufflenet_core import PAPER_STAGE2_CHANNELS, ShuffleNetConfig, complexity
 
@@ -92,7 +93,7 @@ class DesignSpace:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DesignSpace":
+    def from_dict(cls, data: Mapping[str, Any]) -> DesignSpace:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         unknown = set(data) - known
         if unknown:

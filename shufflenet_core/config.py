@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION",
@@ -94,7 +95,7 @@ class ShuffleNetConfig:
         stem_channels: int | None = None,
         channel_multiple: int = 1,
         **overrides: Any,
-    ) -> "ShuffleNetConfig":
+    ) -> ShuffleNetConfig:
         """The paper's 'ShuffleNet s x' for ``groups``, with one quantization rule.
 
         Channel rule: stage i outputs ``PAPER_STAGE2_CHANNELS[g] * 2**i * width`` rounded to
@@ -124,7 +125,7 @@ class ShuffleNetConfig:
             **overrides,
         )
 
-    def replace(self, **changes: Any) -> "ShuffleNetConfig":
+    def replace(self, **changes: Any) -> ShuffleNetConfig:
         """A copy with some fields changed; unknown field names are an error."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
@@ -164,7 +165,7 @@ class ShuffleNetConfig:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ShuffleNetConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ShuffleNetConfig:
         if not isinstance(data, Mapping):
             raise ValueError(f"a config must be a JSON object, got {type(data).__name__}")
         payload = dict(data)
@@ -184,7 +185,7 @@ class ShuffleNetConfig:
         return cls(**payload)
 
     @classmethod
-    def from_json(cls, text: str) -> "ShuffleNetConfig":
+    def from_json(cls, text: str) -> ShuffleNetConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
@@ -218,7 +219,7 @@ class ShuffleNetConfig:
                 f"group_first_pointwise needs stem_channels divisible by groups={g}; "
                 f"got {self.stem_channels}"
             )
-        for index, (c_in, c_out) in enumerate(zip(self.stage_in_channels(), self.stage_out_channels)):
+        for index, (c_in, c_out) in enumerate(zip(self.stage_in_channels(), self.stage_out_channels, strict=True)):
             name = _stage_name(index)
             if c_out % g:
                 raise ValueError(

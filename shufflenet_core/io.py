@@ -7,8 +7,9 @@ weights_only=True)``: opening a downloaded model never runs code from it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .config import ShuffleNetConfig
 
@@ -23,7 +24,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
 
 
-def save(model: "nn.Module", directory: str | os.PathLike, *, config: ShuffleNetConfig | None = None) -> Path:
+def save(model: nn.Module, directory: str | os.PathLike, *, config: ShuffleNetConfig | None = None) -> Path:
     """Write ``model``'s config and state_dict into ``directory`` (created if missing).
 
     ``config`` is needed only for a module that is not a :class:`ShuffleNetV1`.
@@ -65,7 +66,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return dict(loaded)
 
 
-def load(directory: str | os.PathLike) -> "ShuffleNetV1":
+def load(directory: str | os.PathLike) -> ShuffleNetV1:
     """The model saved in ``directory``, on CPU and in eval mode."""
     from .model import build_model
 

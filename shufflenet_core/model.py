@@ -150,7 +150,9 @@ class ShuffleUnit(nn.Module):
         pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias = layers
         # The shuffle rides in pw1's output copy.
         branch = F.relu_(pointwise_affine_bmm(x, pw1_weight, pw1_bias, self.groups if self.shuffle else 1))
-        branch = self.dw.forward_affine(branch, dw_weight, dw_bias)
+        dw = self.dw
+        assert isinstance(dw, DepthwiseConv2d), "_can_fold admits only the fast depthwise layer"
+        branch = dw.forward_affine(branch, dw_weight, dw_bias)
         branch = pointwise_affine_bmm(branch, pw2_weight, pw2_bias)
         if self.stride == 1:
             return F.relu_(branch.add_(x))
@@ -190,6 +192,16 @@ def _fold_key(module: nn.Module, x: torch.Tensor) -> tuple:
     return (tuple(x.shape), packed.usable_for(x), tuple((t.data_ptr(), t._version) for t in tensors))
 
 
+class _Stem(nn.Sequential):
+    """conv -> bn -> relu -> pool, named (the state_dict keys are ``stem.conv.weight``, ...);
+    the annotations tell type checkers what the named children are."""
+
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d
+    relu: nn.ReLU
+    pool: nn.MaxPool2d
+
+
 class ShuffleNetV1(nn.Module):
     """Stem (conv 3x3/2, BN, ReLU, max pool 3x3/2), stages of units, global pool, FC."""
 
@@ -197,7 +209,7 @@ class ShuffleNetV1(nn.Module):
         super().__init__()
         self.config = config
         self.channels_last = fast  # small maps: BN, depthwise and bmm are all faster in NHWC
-        self.stem = nn.Sequential(
+        self.stem = _Stem(
             OrderedDict(
                 conv=nn.Conv2d(config.in_channels, config.stem_channels, 3, stride=2, padding=1, bias=False),
                 bn=nn.BatchNorm2d(config.stem_channels),
@@ -233,7 +245,8 @@ class ShuffleNetV1(nn.Module):
     def _can_fold_stem(self, x: torch.Tensor) -> bool:
         """Inference with oneDNN packed convs: the stem's BN folds into its conv, ReLU fused."""
         stem = self.stem
-        return (_inference_without_autograd(self) and packed.usable_for(x) and isinstance(stem.bn, nn.BatchNorm2d) and isinstance(stem.relu, nn.ReLU)
+        return (_inference_without_autograd(self) and packed.usable_for(x)
+                and isinstance(stem.bn, nn.BatchNorm2d) and isinstance(stem.relu, nn.ReLU)
                 and not _hooked(stem.conv, stem.bn, stem.relu))
 
     def _folded_stem(self, x: torch.Tensor) -> packed.PackedConv:

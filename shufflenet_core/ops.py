@@ -121,7 +121,8 @@ def grouped_pointwise_bmm(x: torch.Tensor, weight: torch.Tensor, groups: int) ->
     if batch == 1:
         y = torch.bmm(w, x.reshape(groups, in_per_group, positions))
         return y.reshape(1, out_channels, height, width)
-    columns = x.reshape(batch, groups, in_per_group, positions).permute(1, 2, 0, 3).reshape(groups, in_per_group, batch * positions)
+    columns = x.reshape(batch, groups, in_per_group, positions).permute(1, 2, 0, 3)
+    columns = columns.reshape(groups, in_per_group, batch * positions)
     y = torch.bmm(w, columns)
     return y.reshape(groups, out_per_group, batch, positions).permute(2, 0, 1, 3).reshape(batch, out_channels, height, width)
 
@@ -167,8 +168,12 @@ class _GroupedRowsMatmul(torch.autograd.Function):
 
 def batch_norm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode ``bn`` as ``x * scale + shift`` per channel, to fold into the layer before it."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("a BatchNorm without running statistics cannot be folded")
+    weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+    bias = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bias - bn.running_mean * scale
 
 
 class _RowsBatchNorm(torch.autograd.Function):
@@ -220,7 +225,8 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
     """
     batch, channels, height, width = x.shape if x.dim() == 4 else (0, 0, 0, 0)
     count = batch * height * width
-    if (not bn.training or not bn.track_running_stats or not bn.affine or bn.running_mean is None
+    running_mean, running_var = bn.running_mean, bn.running_var
+    if (not bn.training or not bn.track_running_stats or not bn.affine or running_mean is None or running_var is None
             or height * width == 1 or count < 2 or not is_channels_last(x) or exporting()):
         return bn(x)
     rows = x.permute(0, 2, 3, 1).reshape(count, channels)  # a view of NHWC storage
@@ -231,12 +237,14 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
         if bn.momentum is None:
             factor = 1.0 / float(bn.num_batches_tracked)
     with torch.no_grad():
-        bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-        bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
+        running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
-def fold_pointwise(weight: torch.Tensor, groups: int, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_pointwise(
+    weight: torch.Tensor, groups: int, scale: torch.Tensor, shift: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A 1x1 group conv's weight times a per-output-channel ``scale``, as ``(g, in/g, out/g)``
     for :func:`pointwise_affine_bmm`, with ``shift`` as its ``(g, 1, out/g)`` bias."""
     out_channels, in_per_group = weight.shape[:2]
@@ -273,6 +281,8 @@ class DepthwiseConv2d(nn.Conv2d):
     def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1) -> None:
         super().__init__(channels, channels, kernel_size, stride=stride, padding=kernel_size // 2,
                          groups=channels, bias=False)
+        self.centre = kernel_size // 2
+        """The "same" padding, an int (``self.padding`` may also be a string for nn.Conv2d)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or exporting():
@@ -283,7 +293,7 @@ class DepthwiseConv2d(nn.Conv2d):
         """This conv with ``weight`` and an optional per-channel ``bias`` (e.g. a folded BN)."""
         height, width = x.shape[-2:]
         if height == 1 and width == 1:
-            centre = self.padding[0]
+            centre = self.centre
             y = x * weight[:, 0, centre, centre].reshape(1, -1, 1, 1)
             return y if bias is None else y + bias.reshape(1, -1, 1, 1)
         if height * width <= CHANNELS_LAST_DEPTHWISE_MAX_POSITIONS and x.shape[0] > 1 and not is_channels_last(x):
@@ -291,7 +301,7 @@ class DepthwiseConv2d(nn.Conv2d):
             return self._conv_forward(fast, weight, bias).contiguous()
         if (bias is None and height * width <= TAPWISE_WEIGHT_GRAD_MAX_POSITIONS and torch.is_grad_enabled()
                 and weight.requires_grad and is_channels_last(x)):
-            return _TinyMapDepthwise.apply(x, weight, self.stride[0], self.padding[0])
+            return _TinyMapDepthwise.apply(x, weight, self.stride[0], self.centre)
         return self._conv_forward(x, weight, bias)
 
 

@@ -46,8 +46,8 @@ def _make_presets() -> dict[str, Preset]:
     for width in (1.5, 2.0):
         for groups in (3, 8):
             config = ShuffleNetConfig.from_width(groups, width)
-            error = _PAPER_TABLE5_ERROR.get((width, groups))
-            presets[_name(width, groups)] = Preset(_name(width, groups), groups, width, config, "official code", error)
+            table5_error = _PAPER_TABLE5_ERROR.get((width, groups))
+            presets[_name(width, groups)] = Preset(_name(width, groups), groups, width, config, "official code", table5_error)
     return dict(sorted(presets.items(), key=lambda item: (item[1].width, item[1].groups)))
 
 

@@ -6,7 +6,8 @@ built and the numbers that are counted cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from .config import ShuffleNetConfig
 
@@ -32,7 +33,8 @@ class UnitSpec(NamedTuple):
     """
 
     stage: int
-    index: int
+    unit: int
+    """Position of the unit in its stage (0 = the strided first unit)."""
     in_channels: int
     out_channels: int
     mid_channels: int
@@ -47,7 +49,7 @@ class UnitSpec(NamedTuple):
 
     @property
     def module_name(self) -> str:
-        return f"stages.{self.stage}.{self.index}"
+        return f"stages.{self.stage}.{self.unit}"
 
     def shape_key(self) -> tuple[int, ...]:
         """What determines this unit's cost: used as a lookup-table key."""
@@ -68,14 +70,14 @@ def unit_specs(config: ShuffleNetConfig) -> Iterator[UnitSpec]:
     _, size = stem_output_size(config.input_size)
     mids = config.stage_bottleneck_channels()
     in_channels = config.stem_channels
-    for stage, (depth, out_channels) in enumerate(zip(config.stage_depths, config.stage_out_channels)):
+    for stage, (depth, out_channels) in enumerate(zip(config.stage_depths, config.stage_out_channels, strict=True)):
         for index in range(depth):
             first = index == 0
             first_groups = 1 if (first and stage == 0 and not config.group_first_pointwise) else config.groups
             output_size = conv_output_size(size) if first else size
             spec = UnitSpec(
                 stage=stage,
-                index=index,
+                unit=index,
                 in_channels=in_channels,
                 out_channels=out_channels,
                 mid_channels=mids[stage],
@@ -96,6 +98,6 @@ def feature_sizes(config: ShuffleNetConfig) -> tuple[int, ...]:
     """Spatial size of each stage's output at the deployment resolution."""
     sizes = []
     for spec in unit_specs(config):
-        if spec.index == config.stage_depths[spec.stage] - 1:
+        if spec.unit == config.stage_depths[spec.stage] - 1:
             sizes.append(spec.output_size)
     return tuple(sizes)

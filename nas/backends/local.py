@@ -34,8 +34,9 @@ from nas.engine.trial_runner import INTERRUPTED_BY_USER, make_runner
 from nas.records import record_from_trial
 
 if TYPE_CHECKING:
-    import optuna
     from multiprocessing.process import BaseProcess
+
+    import optuna
 
 __all__ = ["LocalBackend", "WorkerJob", "split_trials", "worker_main"]
 
@@ -254,7 +255,10 @@ class _Pool:
             if self.restarts < settings.worker_restarts:
                 self.restarts += 1
                 self.start(left)
-                line += f"; {self.workers[-1].job.name} takes over its {left} trial(s) (restart {self.restarts} of {settings.worker_restarts})"
+                line +=(
+                    f"; {self.workers[-1].job.name} takes over its {left} trial(s) (restart {self.restarts} of "
+                    f"{settings.worker_restarts})"
+                )
             else:
                 limit = "restarts are off (--worker-restarts 0)" if settings.worker_restarts == 0 else (
                     f"all {settings.worker_restarts} restarts are used"

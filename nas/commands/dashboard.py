@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -87,7 +86,7 @@ def startup_message(host: str, port: int, storage_url: str, allow_remote_actions
 
 
 def dashboard(
-    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage (default runs/shufflenas.db)."),
+    storage: str | None = typer.Option(None, "--storage", help="Study storage (default runs/shufflenas.db)."),
     port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port to serve on."),
     host: str = typer.Option(
         LOOPBACK, "--host", help="Address to bind. The default serves this machine only; 0.0.0.0 exposes it to the network."

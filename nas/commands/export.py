@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,19 +15,19 @@ def register(app: typer.Typer) -> None:
 
 def export(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create with the exported files."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage (default runs/shufflenas.db)."),
-    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the newest)."),
-    trial: Optional[int] = typer.Option(None, "--trial", min=0, help="Export this trial number."),
+    storage: str | None = typer.Option(None, "--storage", help="Study storage (default runs/shufflenas.db)."),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: the newest)."),
+    trial: int | None = typer.Option(None, "--trial", min=0, help="Export this trial number."),
     best: bool = typer.Option(False, "--best", help="Export the most accurate feasible trial of the front."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="With --best: FLOP budget, e.g. 140M."),
-    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="With --best: e.g. 30ms."),
+    budget: str | None = typer.Option(None, "--budget", help="With --best: FLOP budget, e.g. 140M."),
+    latency_budget: str | None = typer.Option(None, "--latency-budget", help="With --best: e.g. 30ms."),
     formats: str = typer.Option("onnx,pytorch", "--format", help="Comma-separated: onnx, pytorch."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     untrained: bool = typer.Option(False, "--untrained", help="Export the architecture with fresh weights."),
-    train_epochs: Optional[int] = typer.Option(
+    train_epochs: int | None = typer.Option(
         None, "--train-epochs", min=1, help="Train the chosen config this many epochs before export."
     ),
-    data: Optional[str] = typer.Option(None, "--data", help="With --train-epochs: data set spec (default: the study's)."),
+    data: str | None = typer.Option(None, "--data", help="With --train-epochs: data set spec (default: the study's)."),
     onnx_exporter: str = typer.Option(
         "dynamo", "--onnx-exporter", help="dynamo (torch's current exporter) or legacy (TorchScript, faster)."
     ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -38,8 +38,8 @@ BENCHMARK = typer.Option(None, "--benchmark-binary", help="adb: path ON the phon
 TIMEOUT = typer.Option(600.0, "--timeout", min=1.0, help="Seconds to wait for the device per call.")
 
 
-def _device(spec: str, known_hosts: Optional[Path], identity: Optional[Path], ssh_config: Optional[Path],
-            accept_new: bool, remote_python: Optional[str], benchmark: Optional[str]):
+def _device(spec: str, known_hosts: Path | None, identity: Path | None, ssh_config: Path | None,
+            accept_new: bool, remote_python: str | None, benchmark: str | None):
     from nas.latency import open_device
 
     return open_device(spec, known_hosts=known_hosts, identity_file=identity, ssh_config=ssh_config,
@@ -53,7 +53,7 @@ def _settings(threads: int, runs: int, warmup: int, clock: str, timeout: float, 
     return RunSettings(threads=threads, runs=runs, warmup=warmup, clock=clock, timeout_s=timeout, rounds=rounds)
 
 
-def _budget(text: Optional[str]) -> Optional[int]:
+def _budget(text: str | None) -> int | None:
     if text is None:
         return None
     from nas.budget import parse_budget
@@ -61,7 +61,7 @@ def _budget(text: Optional[str]) -> Optional[int]:
     return parse_budget(text)
 
 
-def _load_config(preset: Optional[str], config_file: Optional[Path]):
+def _load_config(preset: str | None, config_file: Path | None):
     from shufflenet_core import ShuffleNetConfig, get_preset
 
     if (preset is None) == (config_file is None):
@@ -86,9 +86,9 @@ def _load_config(preset: Optional[str], config_file: Optional[Path]):
 
 @latency_app.command("probe")
 def probe(
-    device: str = DEVICE, known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
-    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
-    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+    device: str = DEVICE, known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
+    ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the device's architecture, CPU, cores and runtime; fail if the runtime is missing."""
@@ -105,15 +105,15 @@ def probe(
 @latency_app.command("measure")
 def measure(
     device: str = DEVICE,
-    preset: Optional[str] = typer.Option(None, "--preset", help="A preset name (see 'nas presets')."),
-    config: Optional[Path] = typer.Option(None, "--config", help="A config JSON file."),
+    preset: str | None = typer.Option(None, "--preset", help="A preset name (see 'nas presets')."),
+    config: Path | None = typer.Option(None, "--config", help="A config JSON file."),
     threads: int = THREADS, runs: int = RUNS, warmup: int = WARMUP, clock: str = CLOCK, timeout: float = TIMEOUT,
-    cache_path: Optional[Path] = typer.Option(None, "--cache", help="Latency cache file "
+    cache_path: Path | None = typer.Option(None, "--cache", help="Latency cache file "
                                               "(default ~/.cache/shufflenas/latency.json)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure again even if a result is cached."),
-    known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
-    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
-    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+    known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
+    ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Export a config to ONNX (batch 1, deployment resolution) and time it on the device."""
@@ -140,19 +140,20 @@ def measure(
 def build_lut(
     device: str = DEVICE,
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the lookup table JSON."),
-    space: Optional[Path] = typer.Option(None, "--space", help="Design space file (default: groups 1-8 x widths)."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="With --space: the FLOP budget the search will use "
+    space: Path | None = typer.Option(None, "--space", help="Design space file (default: groups 1-8 x widths)."),
+    budget: str | None = typer.Option(None, "--budget", help="With --space: the FLOP budget the search will use "
                                          "(widths are solved for it), e.g. 140M."),
     calibration: int = typer.Option(32, "--calibration", min=1, help="Whole networks measured to fit the overhead."),
     max_components: int = typer.Option(2000, "--max-components", min=1, help="Refuse spaces with more unit shapes."),
     threads: int = THREADS, runs: int = RUNS, warmup: int = WARMUP, clock: str = CLOCK, timeout: float = TIMEOUT,
     seed: int = typer.Option(0, "--seed"),
-    known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
-    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
-    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+    known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
+    ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
 ) -> None:
     """Time every unit shape of the space (plus stem and head) on the device; save the table."""
-    from nas.latency.lut import build_lut as build, sample_distinct
+    from nas.latency.lut import build_lut as build
+    from nas.latency.lut import sample_distinct
     from nas.latency.space import load_config_space
 
     config_space = load_config_space(space, _budget(budget))
@@ -171,16 +172,16 @@ def validate(
     device: str = DEVICE,
     lut_path: Path = typer.Option(..., "--lut", help="A table from 'nas latency build-lut'."),
     n: int = typer.Option(50, "--n", min=1, help="Random configs to measure."),
-    space: Optional[Path] = typer.Option(None, "--space", help="Design space file to sample from."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="With --space: the FLOP budget, e.g. 140M."),
+    space: Path | None = typer.Option(None, "--space", help="Design space file to sample from."),
+    budget: str | None = typer.Option(None, "--budget", help="With --space: the FLOP budget, e.g. 140M."),
     tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, help="Relative error counted as a hit."),
     seed: int = typer.Option(1000, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: the table's."),
-    runs: int = RUNS, warmup: int = WARMUP, clock: Optional[str] = typer.Option(None, "--clock"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: the table's."),
+    runs: int = RUNS, warmup: int = WARMUP, clock: str | None = typer.Option(None, "--clock"),
     timeout: float = TIMEOUT,
-    known_hosts: Optional[Path] = KNOWN_HOSTS, identity_file: Optional[Path] = IDENTITY,
-    ssh_config: Optional[Path] = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
-    remote_python: Optional[str] = REMOTE_PYTHON, benchmark_binary: Optional[str] = BENCHMARK,
+    known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
+    ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
+    remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Measure random configs and print the share the table predicts within the tolerance."""

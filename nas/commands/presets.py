@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -19,12 +20,12 @@ def presets(
 
     MFLOPs follow the paper: multiply-accumulates of conv and FC layers. The 'conv' column leaves out the FC layer, as the paper's Table 1 does.
     """
-    from nas.console import output_console
     from rich.table import Table
 
+    from nas.console import output_console
     from shufflenet_core import PRESETS, complexity
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for preset in PRESETS.values():
         config = preset.config.replace(input_size=input_size)
         cost = complexity(config)

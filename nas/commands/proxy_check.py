@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -19,8 +18,8 @@ def proxy_check(
     epochs: int = typer.Option(1, "--epochs", min=1, help="Proxy training epochs (the search's --epochs)."),
     factor: int = typer.Option(4, "--factor", min=2, help="The reference trains factor x longer."),
     resolution: int = typer.Option(32, "--resolution", min=32, help="Proxy training resolution."),
-    train_size: Optional[int] = typer.Option(None, "--train-size", min=10, help="Training images (default: all)."),
-    val_size: Optional[int] = typer.Option(None, "--val-size", min=10, help="Validation images (default: all)."),
+    train_size: int | None = typer.Option(None, "--train-size", min=10, help="Training images (default: all)."),
+    val_size: int | None = typer.Option(None, "--val-size", min=10, help="Validation images (default: all)."),
     seeds: int = typer.Option(2, "--seeds", min=1, help="Proxy runs per config with different seeds (measures the noise)."),
     seed: int = typer.Option(0, "--seed", help="Seed for picking configs and the first training seed."),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0 = all cores)."),
@@ -37,11 +36,11 @@ def proxy_check(
     from rich.table import Table
 
     from nas.console import output_console
-    from nas.evaluation.data import load_data, validate_data_spec
     from nas.errors import UserError
-    from nas.evaluation.zero_cost import ZeroCostEvaluator
+    from nas.evaluation.data import load_data, validate_data_spec
     from nas.evaluation.proxy_trust import check_proxy, diverse_configs
     from nas.evaluation.training import Recipe, prepare_data, train_config
+    from nas.evaluation.zero_cost import ZeroCostEvaluator
 
     if threads:
         torch.set_num_threads(threads)
@@ -54,7 +53,9 @@ def proxy_check(
     dataset = load_data(spec)
     prepared = prepare_data(dataset, recipe)
     console = Console(stderr=True)
-    console.print(f"[dim]{dataset.describe()}; proxy {epochs} epoch(s) x {seeds} seed(s), reference {epochs * factor} epochs[/dim]")
+    console.print(
+        f"[dim]{dataset.describe()}; proxy {epochs} epoch(s) x {seeds} seed(s), reference {epochs * factor} epochs[/dim]"
+    )
 
     kind, _, method = evaluator.partition(":")
     if kind == "proxy":
@@ -100,10 +101,14 @@ def proxy_check(
         )
     out = output_console()
     out.print(table)
-    out.print(f"Spearman rank correlation: {report.spearman:.3f} (Kendall tau {report.kendall_tau:.3f}) over {len(report.results)} configs")
+    out.print(
+        f"Spearman rank correlation: {report.spearman:.3f} (Kendall tau {report.kendall_tau:.3f}) over {len(report.results)} "
+        f"configs"
+    )
     if report.seed_sd is not None:
         out.print(
-            f"seed noise (pooled sd): {report.seed_sd:.4f}; {report.ties_within_noise} config pairs differ by less than that: read them as ties"
+            f"seed noise (pooled sd): {report.seed_sd:.4f}; {report.ties_within_noise} config pairs differ by less than "
+            "that: read them as ties"
         )
     verdict = "trustworthy ranking" if report.spearman >= 0.8 else "weak ranking: train longer (--epochs) or use more data"
     out.print(f"verdict: {verdict}")

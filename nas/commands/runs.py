@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,20 +15,20 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
-def _storage_option() -> Optional[str]:
+def _storage_option() -> str | None:
     return typer.Option(None, "--storage", help="Study storage (default runs/shufflenas.db).")
 
 
 @runs_app.command("list")
 def list_runs(
-    storage: Optional[str] = _storage_option(),
+    storage: str | None = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder of the default storage."),
 ) -> None:
     """One line per study: budget, objectives, trials by state, best result."""
     import optuna
-    from nas.console import output_console
     from rich.table import Table
 
+    from nas.console import output_console
     from nas.records import load_records, study_info
     from nas.reporting.summary import state_counts
     from nas.results import best_trial
@@ -57,15 +56,14 @@ def list_runs(
 @runs_app.command("show")
 def show_run(
     name: str = typer.Argument(..., help="Study name (see `nas runs list`)."),
-    storage: Optional[str] = _storage_option(),
+    storage: str | None = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder of the default storage."),
     as_json: bool = typer.Option(False, "--json", help="Every trial as JSON."),
 ) -> None:
     """The study's Pareto front and its trials."""
     import optuna
-    from nas.console import output_console
-    from rich.table import Table
 
+    from nas.console import output_console
     from nas.records import CONFIG, load_records, study_info
     from nas.reporting.summary import front_table, trial_note, trials_table
     from nas.results import best_trial, study_front
@@ -98,10 +96,12 @@ def show_run(
 @runs_app.command("copy")
 def copy_run(
     name: str = typer.Argument(..., help="Study to copy (see `nas runs list`)."),
-    to: str = typer.Option(..., "--to", help="Storage to copy it into, e.g. postgresql://user@db-host/nas (password from PGPASSWORD or ~/.pgpass)."),
-    storage: Optional[str] = _storage_option(),
+    to: str = typer.Option(..., "--to", help=(
+        "Storage to copy it into, e.g. postgresql://user@db-host/nas (password from PGPASSWORD or ~/.pgpass)."
+    )),
+    storage: str | None = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder of the default storage."),
-    new_name: Optional[str] = typer.Option(None, "--as", help="Name of the copy (default: the same name)."),
+    new_name: str | None = typer.Option(None, "--as", help="Name of the copy (default: the same name)."),
 ) -> None:
     """Copy a study, with every trial and attribute, into another storage (e.g. a laptop's study into the shared database a cluster uses). The source is only read; an existing study of that name in the destination is never overwritten."""
     import optuna
@@ -123,7 +123,9 @@ def copy_run(
         )
     destination = open_storage(to)
     if target_name in list_study_names(destination):
-        raise UserError(f"{describe_storage(resolve_storage_url(to))} already has a study named {target_name!r}; pass --as NEW_NAME")
+        raise UserError(
+            f"{describe_storage(resolve_storage_url(to))} already has a study named {target_name!r}; pass --as NEW_NAME"
+        )
     optuna.copy_study(from_study_name=name, from_storage=source, to_storage=destination, to_study_name=target_name)
     copied = optuna.load_study(study_name=target_name, storage=destination)
     output_console().print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional  # noqa: UP035 - typer reads these annotations at run time
 
 import typer
 
@@ -33,39 +32,83 @@ def register(app: typer.Typer) -> None:
 
 
 def search(
-    budget: List[str] = typer.Option(["140M"], "--budget", "-b", help="FLOP (MAC) budget at 224x224: 40M, 140M, 524M, 0.6G, 150e6. Repeat for one study per budget."),
-    n_trials: int = typer.Option(64, "--n-trials", "-n", min=1, help="Trials each study should finish (presets included; lost trials do not count)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Stop starting new trials after this many seconds (all budgets together)."),
+    budget: list[str] = typer.Option(["140M"], "--budget", "-b", help=(
+        "FLOP (MAC) budget at 224x224: 40M, 140M, 524M, 0.6G, 150e6. Repeat for one study per budget."
+    )),
+    n_trials: int = typer.Option(64, "--n-trials", "-n", min=1, help=(
+        "Trials each study should finish (presets included; lost trials do not count)."
+    )),
+    timeout: float | None = typer.Option(None, "--timeout", min=1, help=(
+        "Stop starting new trials after this many seconds (all budgets together)."
+    )),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of training."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, nsga2 or random."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Study storage: a .db file, journal:FILE, or a database URL such as postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass). Default runs/shufflenas.db."),
-    study: Optional[str] = typer.Option(None, "--study", help="Study name (default shufflenet-<budget>); the same name resumes."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Local worker processes sharing the storage (0 = measured default for this machine)."),
+    storage: str | None = typer.Option(None, "--storage", help=(
+        "Study storage: a .db file, journal:FILE, or a database URL such as postgresql://user@host/db (password from PGPASSWORD "
+        "or ~/.pgpass). Default runs/shufflenas.db."
+    )),
+    study: str | None = typer.Option(None, "--study", help="Study name (default shufflenet-<budget>); the same name resumes."),
+    workers: int = typer.Option(0, "--workers", min=0, help=(
+        "Local worker processes sharing the storage (0 = measured default for this machine)."
+    )),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads per worker (0 = measured default)."),
-    worker_restarts: int = typer.Option(3, "--worker-restarts", min=0, help="Replace a worker process that dies up to this many times per study (0 = never)."),
-    space_file: Optional[Path] = typer.Option(None, "--space", help="Design space file (YAML, TOML or JSON)."),
-    data: str = typer.Option("fashion-mnist", "--data", help="fashion-mnist (embedded), fashion-mnist:full, imagefolder:PATH or cifar10:PATH."),
-    evaluator: str = typer.Option("proxy", "--evaluator", help="proxy (training) or zero-cost (synflow, no training) or zero-cost:naswot."),
+    worker_restarts: int = typer.Option(3, "--worker-restarts", min=0, help=(
+        "Replace a worker process that dies up to this many times per study (0 = never)."
+    )),
+    space_file: Path | None = typer.Option(None, "--space", help="Design space file (YAML, TOML or JSON)."),
+    data: str = typer.Option("fashion-mnist", "--data", help=(
+        "fashion-mnist (embedded), fashion-mnist:full, imagefolder:PATH or cifar10:PATH."
+    )),
+    evaluator: str = typer.Option("proxy", "--evaluator", help=(
+        "proxy (training) or zero-cost (synflow, no training) or zero-cost:naswot."
+    )),
     epochs: int = typer.Option(1, "--epochs", min=1, help="Proxy training epochs per trial."),
-    resolution: int = typer.Option(32, "--resolution", min=32, help="Proxy training resolution (budgets are always judged at 224)."),
-    train_size: Optional[int] = typer.Option(None, "--train-size", min=10, help="Use this many training images (class-balanced subset)."),
-    val_size: Optional[int] = typer.Option(None, "--val-size", min=10, help="Use this many validation images."),
+    resolution: int = typer.Option(32, "--resolution", min=32, help=(
+        "Proxy training resolution (budgets are always judged at 224)."
+    )),
+    train_size: int | None = typer.Option(None, "--train-size", min=10, help=(
+        "Use this many training images (class-balanced subset)."
+    )),
+    val_size: int | None = typer.Option(None, "--val-size", min=10, help="Use this many validation images."),
     batch_size: int = typer.Option(128, "--batch-size", min=2, help="Proxy training batch size."),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="Train each candidate with this many seeds; accuracy is their mean (spread stored)."),
-    objectives: str = typer.Option("accuracy,mflops", "--objectives", help="accuracy,mflops (Pareto), accuracy (single objective), or add latency: accuracy,mflops,latency."),
-    presets: bool = typer.Option(True, "--presets/--no-presets", help="Also evaluate the paper's presets inside the budget, as reference points."),
-    start_trials: Optional[int] = typer.Option(None, "--start-trials", min=0, help="Open with this many space-filling trials, from all stages shallow (width solved wide) to all deep, groups and ratios balanced. Default: 4-10 for tpe and nsga2 (their random start-up), 0 for random; presets run first and leave room."),
-    prescreen: int = typer.Option(0, "--prescreen", min=0, help="Score this many random candidates with synflow first and start from the best."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help=(
+        "Train each candidate with this many seeds; accuracy is their mean (spread stored)."
+    )),
+    objectives: str = typer.Option("accuracy,mflops", "--objectives", help=(
+        "accuracy,mflops (Pareto), accuracy (single objective), or add latency: accuracy,mflops,latency."
+    )),
+    presets: bool = typer.Option(True, "--presets/--no-presets", help=(
+        "Also evaluate the paper's presets inside the budget, as reference points."
+    )),
+    start_trials: int | None = typer.Option(None, "--start-trials", min=0, help=(
+        "Open with this many space-filling trials, from all stages shallow (width solved wide) to all deep, groups and ratios "
+        "balanced. Default: 4-10 for tpe and nsga2 (their random start-up), 0 for random; presets run first and leave room."
+    )),
+    prescreen: int = typer.Option(0, "--prescreen", min=0, help=(
+        "Score this many random candidates with synflow first and start from the best."
+    )),
     keep_weights: bool = typer.Option(False, "--keep-weights", help="Save each trained trial's weights (for `nas export`)."),
-    early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="Stop trials that trail their MFLOPs peers (successive halving; needs --epochs >= 2)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Latency device: local, ssh://user@host[:port], adb[:serial]."),
-    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Latency constraint, e.g. 30ms (needs --device)."),
-    lut: Optional[Path] = typer.Option(None, "--lut", help="Predict latency from this lookup table (`nas latency build-lut`) instead of measuring."),
+    early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help=(
+        "Stop trials that trail their MFLOPs peers (successive halving; needs --epochs >= 2)."
+    )),
+    device: str | None = typer.Option(None, "--device", help="Latency device: local, ssh://user@host[:port], adb[:serial]."),
+    latency_budget: str | None = typer.Option(None, "--latency-budget", help="Latency constraint, e.g. 30ms (needs --device)."),
+    lut: Path | None = typer.Option(None, "--lut", help=(
+        "Predict latency from this lookup table (`nas latency build-lut`) instead of measuring."
+    )),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder for the default storage and kept weights."),
-    backend: str = typer.Option("local", "--backend", help="local (this machine) or ray (Ray Tune: a local Ray, or a cluster with --ray-address)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run on: auto (the one `ray start` set up here) or HOST:PORT; default starts a local Ray."),
-    cpus_per_trial: Optional[int] = typer.Option(None, "--cpus-per-trial", min=1, help="Ray backend: CPUs (and torch threads) per trial (default 1)."),
-    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1, help="Ray backend: at most this many trials at once (default: cluster CPUs / --cpus-per-trial)."),
+    backend: str = typer.Option("local", "--backend", help=(
+        "local (this machine) or ray (Ray Tune: a local Ray, or a cluster with --ray-address)."
+    )),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=(
+        "Ray cluster to run on: auto (the one `ray start` set up here) or HOST:PORT; default starts a local Ray."
+    )),
+    cpus_per_trial: int | None = typer.Option(None, "--cpus-per-trial", min=1, help=(
+        "Ray backend: CPUs (and torch threads) per trial (default 1)."
+    )),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help=(
+        "Ray backend: at most this many trials at once (default: cluster CPUs / --cpus-per-trial)."
+    )),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display (a line per trial instead)."),
 ) -> None:
     arguments = dict(locals())

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search_spaces import DesignSpace
-
 from nas.budget import format_budget, parse_budget
 from nas.engine.samplers import SAMPLERS
 from nas.engine.settings import Budget, LatencySettings, SearchSettings
 from nas.errors import UserError
+from search_spaces import DesignSpace
 
 __all__ = ["SearchRequest", "backend_options", "build_settings"]
 
@@ -128,11 +127,10 @@ def _latency(request: SearchRequest) -> LatencySettings | None:
 
 def build_settings(request: SearchRequest) -> SearchSettings:
     """Validate every argument (cheaply) and assemble the settings."""
-    from search_spaces import DesignSpace, SpaceFileError, load_space
-
     from nas.backends.parallelism import default_parallelism
     from nas.evaluation.data import validate_data_spec
     from nas.storage import resolve_storage_url
+    from search_spaces import DesignSpace, SpaceFileError, load_space
 
     if request.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {request.sampler!r}; use one of {', '.join(SAMPLERS)}")

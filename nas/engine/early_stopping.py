@@ -11,8 +11,9 @@ SuccessiveHalvingPruner instead.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from nas import records as R
 
@@ -35,7 +36,7 @@ class HalvingRule:
     min_peers: int = 3
     mac_ratio: float = 1.25
 
-    def peers_at(self, study: "optuna.Study", number: int, macs: int, epoch: int) -> list[float]:
+    def peers_at(self, study: optuna.Study, number: int, macs: int, epoch: int) -> list[float]:
         """Accuracies at ``epoch`` of other finished trials of similar MACs."""
         import optuna
 
@@ -49,6 +50,6 @@ class HalvingRule:
                 values.append(float(curve[epoch]))
         return values
 
-    def should_stop(self, study: "optuna.Study", number: int, macs: int, epoch: int, accuracy: float) -> bool:
+    def should_stop(self, study: optuna.Study, number: int, macs: int, epoch: int, accuracy: float) -> bool:
         peers = self.peers_at(study, number, macs, epoch)
         return len(peers) >= self.min_peers and below_top_fraction(accuracy, peers, self.eta)

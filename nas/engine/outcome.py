@@ -122,7 +122,10 @@ class SearchOutcome:
             if outcome.report.gave_up:
                 lines.append(f"{outcome.study_name}: {outcome.report.gave_up}")
             elif outcome.every_trial_failed:
-                lines.append(f"{outcome.study_name}: every trial of this run failed (see their fail reasons: nas runs show {outcome.study_name})")
+                lines.append(
+                    f"{outcome.study_name}: every trial of this run failed (see their fail reasons: nas runs show "
+                    f"{outcome.study_name})"
+                )
             elif not outcome.reached and not self.timed_out and not self.interrupted and not outcome.stopped_reason:
                 lines.append(f"{outcome.study_name}: {outcome.counted} of {outcome.target} trials finished")
         return lines

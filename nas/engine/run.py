@@ -26,7 +26,7 @@ from nas.records import COMPLETE, FAIL, PRUNED, STOPPED_REASON, load_records, st
 from nas.storage import describe_storage, resolve_storage_url
 
 if TYPE_CHECKING:
-    import optuna
+    pass
 
 __all__ = ["run_search"]
 
@@ -52,13 +52,16 @@ def run_search(settings: SearchSettings, backend: Backend, display: Display | No
                     "raise --n-trials to continue"
                 )
                 outcomes.append(
-                    StudyOutcome(study.study_name, budget, plan.target, study_info(study), records, {}, BackendReport(), already_done=True)
+                    StudyOutcome(study.study_name, budget, plan.target, study_info(study), records, {}, BackendReport(),
+                                 already_done=True)
                 )
                 continue
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 timed_out = True
-                outcomes.append(StudyOutcome(study.study_name, budget, plan.target, study_info(study), records, {}, BackendReport()))
+                outcomes.append(
+                    StudyOutcome(study.study_name, budget, plan.target, study_info(study), records, {}, BackendReport())
+                )
                 break
             plan = StudyPlan(settings, budget, study.study_name, settings.n_trials, counted, left)
             finished_before = {r.number for r in records if r.state in (COMPLETE, PRUNED, FAIL)}

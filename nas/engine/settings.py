@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search_spaces import DesignSpace
-
 from nas.engine.samplers import DEFAULT_SAMPLER
+from search_spaces import DesignSpace
 
 if TYPE_CHECKING:
     from nas.evaluation.base import AccuracyEvaluator

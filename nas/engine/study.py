@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from search_spaces import DesignSpace, knobs_of, sample_configs, start_design
-from shufflenet_core import PRESETS, complexity
-
 from nas import __version__
 from nas import records as R
 from nas.engine.lost_trials import recover_lost_trials, stale_trial_callback
@@ -24,6 +21,8 @@ from nas.errors import UserError
 from nas.records import directions_for
 from nas.storage import open_storage
 from nas.storage.optuna_adapter import set_study_attr_once
+from search_spaces import DesignSpace, knobs_of, sample_configs, start_design
+from shufflenet_core import PRESETS, complexity
 
 if TYPE_CHECKING:
     import optuna
@@ -100,7 +99,7 @@ def preset_names_for(space: DesignSpace, budget_macs: int) -> list[str]:
             and config.bottleneck_ratio in space.bottleneck_ratios
             and config.stem_channels in space.stem_channels
             and len(config.stage_depths) == len(space.stage_depths)
-            and all(lo <= d <= hi for d, (lo, hi) in zip(config.stage_depths, space.stage_depths))
+            and all(lo <= d <= hi for d, (lo, hi) in zip(config.stage_depths, space.stage_depths, strict=True))
         )
         if allowed and budget_macs / 2 <= macs <= budget_macs:
             names.append(name)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
-
-from search_spaces import DesignSpace, suggest
-from shufflenet_core import PAPER_STAGE2_CHANNELS, ShuffleNetConfig, complexity, get_preset
+from typing import TYPE_CHECKING, Any
 
 from nas import records as R
 from nas.engine.early_stopping import HalvingRule
 from nas.engine.lost_trials import retry_lost_trial
 from nas.engine.settings import MAX_ATTEMPTS, Budget, LatencySettings, SearchSettings
 from nas.evaluation.base import AccuracyEvaluator, Evaluation
+from search_spaces import DesignSpace, suggest
+from shufflenet_core import PAPER_STAGE2_CHANNELS, ShuffleNetConfig, complexity, get_preset
 
 if TYPE_CHECKING:
     import optuna
@@ -50,7 +50,7 @@ class TrialRunner:
     _latency_evaluator: Any = field(default=None, init=False, repr=False)
 
     # -- proposal ---------------------------------------------------------------------------
-    def propose(self, trial: "optuna.trial.Trial") -> ShuffleNetConfig:
+    def propose(self, trial: optuna.trial.Trial) -> ShuffleNetConfig:
         """The trial's config: a preset when the trial was enqueued for one, else sampled."""
         sampled = suggest(trial, self.space, self.budget_macs)
         preset = trial.user_attrs.get(R.PRESET)
@@ -59,7 +59,7 @@ class TrialRunner:
         return sampled
 
     # -- the objective ----------------------------------------------------------------------
-    def __call__(self, trial: "optuna.trial.Trial") -> tuple[float, ...] | float:
+    def __call__(self, trial: optuna.trial.Trial) -> tuple[float, ...] | float:
         """Run the trial; a failure is stored as a one-line reason (and the search goes on)."""
         import optuna
 
@@ -78,7 +78,7 @@ class TrialRunner:
             trial.set_user_attr(R.FAIL_REASON, f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": "))
             raise
 
-    def _run(self, trial: "optuna.trial.Trial") -> tuple[float, ...] | float:
+    def _run(self, trial: optuna.trial.Trial) -> tuple[float, ...] | float:
         trial.set_user_attr(R.WORKER_HOST, socket.gethostname())
         trial.set_user_attr(R.WORKER_PID, os.getpid())
         trial.set_user_attr(R.WORKER_NAME, self.worker)
@@ -93,9 +93,8 @@ class TrialRunner:
         over_budget = cost.macs - self.budget_macs
         trial.set_constraint("macs_over_budget", float(over_budget))
         latency_ms = self._measure_latency(trial, config)
-        feasible = over_budget <= 0 and (
-            self.latency is None or self.latency.budget_ms is None or latency_ms <= self.latency.budget_ms
-        )
+        latency_budget = None if self.latency is None else self.latency.budget_ms
+        feasible = over_budget <= 0 and (latency_budget is None or latency_ms is None or latency_ms <= latency_budget)
         if not feasible:
             # Over a budget: counted and stored, but not worth training.
             trial.set_user_attr(R.SKIPPED, "over budget: not trained")
@@ -112,7 +111,7 @@ class TrialRunner:
         self._store_evaluation(trial, evaluation)
         return self._values(trial, evaluation.score, cost.mflops, latency_ms)
 
-    def _earlier_result(self, trial: "optuna.trial.Trial", config: ShuffleNetConfig) -> "optuna.trial.FrozenTrial | None":
+    def _earlier_result(self, trial: optuna.trial.Trial, config: ShuffleNetConfig) -> optuna.trial.FrozenTrial | None:
         """A finished trial of this study that already evaluated ``config`` the same way."""
         import optuna
 
@@ -123,12 +122,12 @@ class TrialRunner:
                 return other
         return None
 
-    def _values(self, trial: "optuna.trial.Trial", score: float, mflops: float, latency_ms: float | None):
+    def _values(self, trial: optuna.trial.Trial, score: float, mflops: float, latency_ms: float | None):
         values = {"accuracy": score, self.evaluator.objective_name: score, "mflops": mflops, "latency_ms": latency_ms}
         chosen = tuple(float(values[name]) for name in self.objectives)  # type: ignore[arg-type]
         return chosen[0] if len(chosen) == 1 else chosen
 
-    def _store_evaluation(self, trial: "optuna.trial.Trial", evaluation: Evaluation) -> None:
+    def _store_evaluation(self, trial: optuna.trial.Trial, evaluation: Evaluation) -> None:
         if self.evaluator.objective_name == "accuracy":
             trial.set_user_attr(R.ACCURACY, evaluation.score)
             trial.set_user_attr(R.ACCURACY_SEEDS, evaluation.per_seed)
@@ -149,7 +148,7 @@ class TrialRunner:
             torch.save(evaluation.state_dict, path)
             trial.set_user_attr(R.WEIGHTS_PATH, str(path.resolve()))
 
-    def _epoch_callback(self, trial: "optuna.trial.Trial", macs: int):
+    def _epoch_callback(self, trial: optuna.trial.Trial, macs: int):
         import optuna
 
         curve: list[float] = []
@@ -173,7 +172,7 @@ class TrialRunner:
 
         return on_epoch
 
-    def _measure_latency(self, trial: "optuna.trial.Trial", config: ShuffleNetConfig) -> float | None:
+    def _measure_latency(self, trial: optuna.trial.Trial, config: ShuffleNetConfig) -> float | None:
         if self.latency is None:
             return None
         from nas.latency import DeviceUnavailableError, LatencyEvaluator, open_device

@@ -53,8 +53,10 @@ class AccuracyEvaluator(Protocol):
     """Short name stored with each trial, e.g. 'proxy' or 'zero-cost:synflow'."""
     objective_name: str
     """What ``Evaluation.score`` measures: 'accuracy' or e.g. 'synflow'."""
-    epochs: int
-    """Training epochs per evaluation (0: no training), so early stopping knows the last one."""
+    @property
+    def epochs(self) -> int:
+        """Training epochs per evaluation (0: no training), so early stopping knows the last one."""
+        ...
 
     def spec(self) -> dict[str, Any]:
         """Everything needed to interpret (and rerun) the evaluation: stored in the study."""

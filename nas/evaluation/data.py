@@ -223,7 +223,7 @@ def _image_folder(root: Path, image_size: int, seed: int) -> tuple:
     if "train" in split_dirs and ("val" in split_dirs or "test" in split_dirs):
         classes = _class_names(split_dirs["train"])
         train_x, train_y = _read_folder(split_dirs["train"], classes, image_size)
-        test_x, test_y = _read_folder(split_dirs.get("test", split_dirs.get("val")), classes, image_size)
+        test_x, test_y = _read_folder(split_dirs["test"] if "test" in split_dirs else split_dirs["val"], classes, image_size)
         return train_x, train_y, test_x, test_y, classes
     classes = _class_names(root)
     images, labels = _read_folder(root, classes, image_size)
@@ -256,7 +256,7 @@ def _read_folder(root: Path, classes: list[str], image_size: int) -> tuple[np.nd
                 with Image.open(path) as image:
                     if mode is None:
                         mode = "L" if image.mode in ("L", "1", "I;16") else "RGB"
-                    pixels = image.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+                    pixels = image.convert(mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
                     array = np.asarray(pixels, dtype=np.uint8)
             except OSError as error:
                 raise UserError(f"cannot read image {path}: {error}") from None

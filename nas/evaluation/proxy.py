@@ -8,11 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from shufflenet_core import ShuffleNetConfig
-
+from nas.evaluation.base import EpochCallback, Evaluation, EvaluatorOptions, StepCallback, register_evaluator
 from nas.evaluation.data import DEFAULT_DATA, Dataset, load_data
 from nas.evaluation.training import Recipe, prepare_data, train_config
-from nas.evaluation.base import EpochCallback, Evaluation, EvaluatorOptions, StepCallback, register_evaluator
+from shufflenet_core import ShuffleNetConfig
 
 __all__ = ["DEFAULT_RECIPE", "ProxyTrainingEvaluator"]
 

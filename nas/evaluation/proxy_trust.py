@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
-from shufflenet_core import ShuffleNetConfig, complexity
 from search_spaces import DesignSpace, sample_configs
+from shufflenet_core import ShuffleNetConfig, complexity
 
 __all__ = ["FidelityReport", "check_proxy", "diverse_configs", "pooled_seed_sd", "ranks", "spearman", "kendall_tau"]
 
@@ -139,7 +139,8 @@ def check_proxy(
     ties = 0
     if noise is not None:
         ties = sum(
-            1 for i in range(len(proxy_means)) for j in range(i + 1, len(proxy_means)) if abs(proxy_means[i] - proxy_means[j]) < noise
+            1 for i in range(len(proxy_means)) for j in range(i + 1, len(proxy_means))
+            if abs(proxy_means[i] - proxy_means[j]) < noise
         )
     return FidelityReport(
         proxy=proxy_name,

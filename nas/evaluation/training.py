@@ -9,23 +9,26 @@ Batches are drawn by indexing tensors: there is no per-sample Python on the hot 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shufflenet_core import ShuffleNetConfig, build_model
-from shufflenet_core.model import ShuffleUnit
-
 from nas.evaluation.data import Dataset
+from shufflenet_core import ShuffleNetConfig, build_model
+from shufflenet_core.model import ShuffleNetV1, ShuffleUnit
 
-__all__ = ["PreparedData", "Recipe", "TrainResult", "evaluate", "prepare_data", "proxy_config", "train_config"]
+__all__ = [
+    "PreparedData", "Recipe", "TrainResult", "evaluate", "evaluated_on_test_split", "prepare_data", "proxy_config",
+    "train_config",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class PreparedData:
     num_classes: int
     in_channels: int
     resolution: int
+    mean: torch.Tensor | None = None
+    """Per-channel mean and std of the training images: every split is normalised with them."""
+    std: torch.Tensor | None = None
+    evaluated_on: str = "val"
+    """Which split ``val_images`` holds: "val" (the search's validation images) or "test"."""
 
 
 @dataclass
@@ -78,7 +86,7 @@ class TrainResult:
     val_accuracy_per_epoch: list[float]
     seconds: float
     diverged: bool
-    model: nn.Module = field(repr=False)
+    model: ShuffleNetV1 = field(repr=False)
 
     @property
     def accuracy(self) -> float:
@@ -91,7 +99,7 @@ def _subset(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    order = []
+    order: list[int] = []
     for rank in range(max(len(members) for members in per_class)):
         order.extend(members[rank] for members in per_class if rank < len(members))
     return np.sort(np.asarray(order[:size]))
@@ -120,12 +128,24 @@ def _prepare_cached(dataset: Dataset, resolution: int, train_size: int | None, v
         num_classes=dataset.num_classes,
         in_channels=dataset.in_channels,
         resolution=resolution,
+        mean=mean,
+        std=std,
     )
 
 
 def prepare_data(dataset: Dataset, recipe: Recipe) -> PreparedData:
     """Tensors for ``recipe`` (cached: every trial of a search shares them)."""
     return _prepare_cached(dataset, recipe.resolution, recipe.train_size, recipe.val_size)
+
+
+def evaluated_on_test_split(data: PreparedData, dataset: Dataset) -> PreparedData:
+    """The same training tensors, but accuracy measured on the data set's test split (which no
+    search uses), normalised like the training images."""
+    assert data.mean is not None and data.std is not None, "prepare_data records the normalisation"
+    test = (_to_tensor(dataset.test_images, data.resolution) - data.mean) / data.std
+    return dataclasses.replace(
+        data, val_images=test.contiguous(), val_labels=torch.from_numpy(dataset.test_labels).long(), evaluated_on="test"
+    )
 
 
 def proxy_config(config: ShuffleNetConfig, data: PreparedData) -> ShuffleNetConfig:

@@ -20,11 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from shufflenet_core import ShuffleNetConfig, build_model
-
+from nas.evaluation.base import EpochCallback, Evaluation, EvaluatorOptions, StepCallback, register_evaluator
 from nas.evaluation.data import DEFAULT_DATA, Dataset, load_data
 from nas.evaluation.training import Recipe, prepare_data, proxy_config
-from nas.evaluation.base import EpochCallback, Evaluation, EvaluatorOptions, StepCallback, register_evaluator
+from shufflenet_core import ShuffleNetConfig, build_model
 
 __all__ = ["ZeroCostEvaluator", "naswot_score", "synflow_score"]
 

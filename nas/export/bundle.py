@@ -17,19 +17,21 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
-
-from shufflenet_core import ShuffleNetConfig, complexity
+from typing import TYPE_CHECKING, Any
 
 from nas import records as keys
 from nas.errors import UserError
 from nas.export.model_card import CARD_JSON, CARD_MARKDOWN, files_written
 from nas.records import StudyInfo, TrialRecord
+from shufflenet_core import ShuffleNetConfig, complexity
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from shufflenet_core.model import ShuffleNetV1
 
 __all__ = [
     "FORMATS",
@@ -298,7 +300,7 @@ def resolve_weights_path(record: TrialRecord, storage_url: str) -> Path | None:
     return bases[-1] / path
 
 
-def model_with_stored_weights(config: ShuffleNetConfig, path: Path) -> tuple["nn.Module", ShuffleNetConfig]:
+def model_with_stored_weights(config: ShuffleNetConfig, path: Path) -> tuple[nn.Module, ShuffleNetConfig]:
     """Build ``config`` and load the trial's state_dict into it.
 
     Proxy training may change the classifier and input channels to fit its data set (e.g. 10
@@ -325,7 +327,7 @@ def model_with_stored_weights(config: ShuffleNetConfig, path: Path) -> tuple["nn
     return model.eval(), config
 
 
-def fresh_model(config: ShuffleNetConfig, seed: int) -> "nn.Module":
+def fresh_model(config: ShuffleNetConfig, seed: int) -> nn.Module:
     import torch
 
     from shufflenet_core import build_model
@@ -347,7 +349,9 @@ def load_study_records(storage: str | None, study_name: str | None):  # noqa: AN
     return url, study_info(study), load_records(study)
 
 
-def run_export(request: ExportRequest, *, train: Callable[..., Any] | None = None, log: Callable[[str], None] = print) -> ExportResult:
+def run_export(
+    request: ExportRequest, *, train: Callable[..., Any] | None = None, log: Callable[[str], None] = print
+) -> ExportResult:
     """Pick the trial, get its weights, write every file; raise UserError on bad input."""
     from nas.export.model_card import build_card, render_markdown
 
@@ -428,11 +432,11 @@ def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN20
     )
 
 
-def _write_onnx(model: "nn.Module", path: Path, *, exporter: str = "dynamo") -> dict[str, Any]:
+def _write_onnx(model: ShuffleNetV1, path: Path, *, exporter: str = "dynamo") -> dict[str, Any]:
     """Export (batch, height and width left free), falling back to the legacy exporter; verify."""
     from shufflenet_core.onnx_export import DEFAULT_OPSET, check_onnx, export_onnx
 
-    options = dict(dynamic_batch=True, dynamic_spatial=True, opset=DEFAULT_OPSET)
+    options: dict[str, Any] = dict(dynamic_batch=True, dynamic_spatial=True, opset=DEFAULT_OPSET)
     try:
         export_onnx(model, path, exporter=exporter, **options)
     except Exception:  # noqa: BLE001 - torch.export raises many kinds; the legacy path is the fallback

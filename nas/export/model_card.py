@@ -8,13 +8,13 @@ came from (storage, study, trial, seed, version, date). Pure functions: no torch
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING, Any, Sequence
-
-from shufflenet_core import ShuffleNetConfig, complexity
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from nas import __version__
 from nas import records as keys
 from nas.records import StudyInfo, TrialRecord
+from shufflenet_core import ShuffleNetConfig, complexity
 
 if TYPE_CHECKING:
     from nas.export.bundle import ExportRequest, WeightsSource
@@ -38,10 +38,10 @@ def build_card(
     info: StudyInfo,
     storage_url: str,
     config: ShuffleNetConfig,
-    weights: "WeightsSource",
+    weights: WeightsSource,
     onnx: dict[str, Any] | None,
     files: Sequence[str],
-    request: "ExportRequest",
+    request: ExportRequest,
 ) -> dict[str, Any]:
     from nas.storage import describe_storage
 
@@ -157,7 +157,7 @@ def _pytorch_section(files: Sequence[str]) -> dict[str, Any] | None:
     return {"weights": "model.pt", "config": "config.json", "load": "shufflenet_core.load(folder)"}
 
 
-def _selection_text(request: "ExportRequest") -> str:
+def _selection_text(request: ExportRequest) -> str:
     if request.trial is not None:
         return f"--trial {request.trial}"
     limits = []

@@ -9,11 +9,11 @@ apply before feeding the exported model.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable
-
-from shufflenet_core import ShuffleNetConfig
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import UserError
+from shufflenet_core import ShuffleNetConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,18 +29,16 @@ def train_for_export(
     seed: int = 0,
     base_recipe: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
-) -> tuple["nn.Module", dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``config`` for ``epochs`` on ``data_spec``; return the model and the card's record.
 
     The returned model keeps ``config``'s deployment ``input_size`` (complexity is counted
     there); its classes and input channels are the data set's.
     """
-    import torch
-
-    from shufflenet_core import build_model
 
     from nas.evaluation.data import load_data
-    from nas.evaluation.training import Recipe, _to_tensor, evaluate, prepare_data, train_config
+    from nas.evaluation.training import Recipe, evaluate, evaluated_on_test_split, prepare_data, train_config
+    from shufflenet_core import build_model
 
     dataset = load_data(data_spec)
     known = {f.name for f in dataclasses.fields(Recipe)}
@@ -57,12 +55,10 @@ def train_for_export(
     if result.diverged:
         raise UserError(f"training diverged after {len(result.val_accuracy_per_epoch)} epoch(s); nothing exported")
 
-    raw_train = _to_tensor(dataset.train_images, recipe.resolution)
-    mean = raw_train.mean(dim=(0, 2, 3), keepdim=True)
-    std = raw_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-    test_images = (_to_tensor(dataset.test_images, recipe.resolution) - mean) / std
-    test_labels = torch.from_numpy(dataset.test_labels).long()
-    test_accuracy = evaluate(result.model, test_images, test_labels)
+    test = evaluated_on_test_split(data, dataset)
+    assert data.mean is not None and data.std is not None
+    test_labels = test.val_labels
+    test_accuracy = evaluate(result.model, test.val_images, test_labels)
     log(f"held-out test accuracy: {100 * test_accuracy:.2f}% on {len(test_labels)} images")
 
     trained = result.model.config
@@ -83,8 +79,8 @@ def train_for_export(
         "preprocessing": {
             "resize_to": recipe.resolution,
             "scale": "pixel / 255",
-            "mean": [round(float(v), 6) for v in mean.flatten()],
-            "std": [round(float(v), 6) for v in std.flatten()],
+            "mean": [round(float(v), 6) for v in data.mean.flatten()],
+            "std": [round(float(v), 6) for v in data.std.flatten()],
         },
     }
     return model.eval(), record

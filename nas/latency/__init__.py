@@ -20,10 +20,10 @@ evaluator.py use a Device and never import a kind.
 
 from __future__ import annotations
 
+import nas.latency.kinds as _kinds  # noqa: F401  (registers local, ssh, adb, lut: see kinds/__init__.py)
 from nas.latency.budget import parse_latency
 from nas.latency.cache import LatencyCache
 from nas.latency.devices import Device, device_kinds, open_device, register_device
-import nas.latency.kinds as _kinds  # noqa: F401  (registers local, ssh, adb, lut: see kinds/__init__.py)
 from nas.latency.errors import DeviceError, DeviceUnavailableError
 from nas.latency.evaluator import LatencyEvaluator, LatencyResult
 from nas.latency.lut import LatencyLUT

@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["LatencyCache", "default_cache_path", "cache_key"]
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from nas.errors import UserError
-
 from nas.latency.errors import DeviceError, DeviceUnavailableError
 from nas.latency.timing import RunSettings, Stats, Timing, summarize
 
@@ -64,7 +64,7 @@ class Device(ABC):
         self._info: dict[str, Any] | None = None
 
     @classmethod
-    def from_spec(cls, spec: str, **options: Any) -> "Device":
+    def from_spec(cls, spec: str, **options: Any) -> Device:
         """The device ``spec`` names (its scheme is this kind's); ``options`` are already
         narrowed to :attr:`OPTIONS`. Kinds whose spec says more (a host, a serial) override it."""
         if spec != cls.kind:
@@ -98,7 +98,7 @@ class Device(ABC):
         """One line: the runtime is missing, and how to install it."""
         return f"{self.spec}: the device ({info.get('arch', '?')}) has no runtime to time ONNX models"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most kinds hold nothing to release
         """Release connections (nothing to do for most kinds)."""
 
 

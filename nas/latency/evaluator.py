@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from shufflenet_core.config import ShuffleNetConfig
-
 from nas.latency.cache import LatencyCache
 from nas.latency.devices import Device
 from nas.latency.errors import DeviceError
 from nas.latency.lut import LatencyLUT
 from nas.latency.measure import measure_config
 from nas.latency.timing import RunSettings
+from shufflenet_core.config import ShuffleNetConfig
 
 __all__ = ["LatencyEvaluator", "LatencyResult"]
 

@@ -20,17 +20,17 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from nas.errors import UserError
+from nas.latency.devices import Device
+from nas.latency.measure import export_config, export_module
+from nas.latency.timing import RunSettings
 from shufflenet_core.config import ShuffleNetConfig
 from shufflenet_core.structure import stem_output_size, unit_specs
-
-from nas.latency.devices import Device
-from nas.latency.timing import RunSettings
-from nas.latency.measure import export_config, export_module
 
 __all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "ValidationReport", "LUT_FORMAT",
            "sample_distinct"]
@@ -89,7 +89,7 @@ def _components(configs: Iterable[ShuffleNetConfig]) -> list[_Component]:
             continue
         torch.manual_seed(0)
         specs = list(unit_specs(config))
-        for spec, key in zip(specs, keys[1:-1]):
+        for spec, key in zip(specs, keys[1:-1], strict=True):
             if key not in found:  # a unit alone: no need to build the whole network
                 found[key] = _Component(key, ShuffleUnit(spec), spec.input_size, spec.in_channels)
         if keys[0] in found and keys[-1] in found:
@@ -163,7 +163,7 @@ class LatencyLUT:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatencyLUT":
+    def load(cls, path: str | Path) -> LatencyLUT:
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -199,7 +199,7 @@ def _fit_overhead(points: Sequence[tuple[float, int, float]]) -> tuple[float, fl
     scale_only = sum(xs) / sum(x * x for x in xs)
     if len(usable) < 4:
         return scale_only, 0.0
-    xx, xz, zz = sum(x * x for x in xs), sum(x * z for x, z in zip(xs, zs)), sum(z * z for z in zs)
+    xx, xz, zz = sum(x * x for x in xs), sum(x * z for x, z in zip(xs, zs, strict=True)), sum(z * z for z in zs)
     determinant = xx * zz - xz * xz
     if determinant <= 1e-12 * xx * zz:  # every network has the same components-to-sum ratio
         return scale_only, 0.0
@@ -260,6 +260,7 @@ def build_lut(
             if error <= max_fit_error:
                 break
             progress(f"the calibration networks fit only within {error:.1%} rms: the device was busy, timing again")
+    assert best is not None, "at least one attempt is made"
     return best[1]
 
 
@@ -273,19 +274,20 @@ def _fit_error(lut: LatencyLUT) -> float:
 
 
 def _table_from(timings, components, calibration_configs, holdout_configs, info, settings, space_name) -> LatencyLUT:
-    entries = {component.key: timing.stats.median_ms for component, timing in zip(components, timings)}
+    component_timings = zip(components, timings[: len(components)], strict=True)
+    entries = {component.key: timing.stats.median_ms for component, timing in component_timings}
     lut = LatencyLUT(device=info, entries=entries, settings=_settings_dict(settings), space=space_name,
                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     points = []
     network_timings = timings[len(components):]
-    for config, timing in zip(calibration_configs, network_timings):
+    for config, timing in zip(calibration_configs, network_timings[: len(calibration_configs)], strict=True):
         keys = component_keys(config)
         points.append((lut.sum_ms(config), len(keys), timing.stats.median_ms))
         lut.calibration.append({"config": config.to_dict(), "measured_ms": timing.stats.median_ms,
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:
         lut.scale, lut.per_component_ms = _fit_overhead(points)
-    for config, timing in zip(holdout_configs, network_timings[len(calibration_configs):]):
+    for config, timing in zip(holdout_configs, network_timings[len(calibration_configs):], strict=True):
         measured, predicted = timing.stats.median_ms, lut.predict(config)
         lut.holdout.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,
                             "error": (predicted - measured) / measured})
@@ -329,7 +331,7 @@ def validate_lut(
         paths = [export_config(config, Path(folder) / f"v{index:03d}.onnx") for index, config in enumerate(configs)]
         timings = device.measure(paths, settings)
     rows = []
-    for config, timing in zip(configs, timings):
+    for config, timing in zip(configs, timings, strict=True):
         measured, predicted = timing.stats.median_ms, lut.predict(config)
         rows.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,
                      "error": (predicted - measured) / measured})

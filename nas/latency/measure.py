@@ -8,11 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shufflenet_core.config import ShuffleNetConfig
-
 from nas.latency.cache import LatencyCache, cache_key
 from nas.latency.devices import Device
 from nas.latency.timing import RunSettings, Stats, summarize
+from shufflenet_core.config import ShuffleNetConfig
 
 __all__ = ["Measurement", "export_config", "measure_config", "export_module"]
 

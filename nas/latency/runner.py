@@ -43,7 +43,7 @@ def _cpu_model():
         if key in fields and not fields[key].isdigit():
             return fields[key]
     if "cpu part" in fields:
-        return "ARM implementer %s part %s" % (fields.get("cpu implementer", "?"), fields["cpu part"])
+        return "ARM implementer {} part {}".format(fields.get("cpu implementer", "?"), fields["cpu part"])
     return platform.processor() or platform.machine()
 
 

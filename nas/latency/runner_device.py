@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import signal
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from nas.latency.devices import Device
 from nas.latency.errors import DeviceError, DeviceUnavailableError
@@ -67,7 +68,8 @@ class PythonRunnerDevice(Device):
         code, stdout, stderr = self._run_runner(runner_args, files, timeout_s)
         payload = _last_json(stdout)
         if code == MISSING_RUNTIME_EXIT and payload and payload.get("error") == "missing_runtime":
-            raise DeviceUnavailableError(self.missing_runtime_message({**payload.get("probe", {}), "python_command": self.python_command}))
+            probe = {**payload.get("probe", {}), "python_command": self.python_command}
+            raise DeviceUnavailableError(self.missing_runtime_message(probe))
         if code == 127:
             raise DeviceUnavailableError(f"{self.spec}: '{self.python_command}' was not found on the device; install Python 3 "
                               f"there, then: {INSTALL_HINT}")

@@ -8,9 +8,10 @@ Everything here takes or returns plain iterables of configs, so any space plugs 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from nas.errors import UserError
 from shufflenet_core.config import ShuffleNetConfig

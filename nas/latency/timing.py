@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from nas.errors import UserError
-
 from nas.latency.errors import DeviceError
 
 __all__ = ["RunSettings", "Stats", "Timing", "summarize"]

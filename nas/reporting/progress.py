@@ -65,7 +65,9 @@ class _StudyFeed:
     def _status(self) -> str:
         counted = count_toward_target(self.records.values())
         eta = eta_seconds(self.durations, self.plan.target - counted, self.plan.settings.workers)
-        eta_text = "" if eta is None else f" | ETA {time.strftime('%M:%S', time.gmtime(eta)) if eta < 3600 else f'{eta / 3600:.1f}h'}"
+        eta_text = "" if eta is None else(
+            f" | ETA {time.strftime('%M:%S', time.gmtime(eta)) if eta < 3600 else f'{eta / 3600:.1f}h'}"
+        )
         return f"{self._best_text()}{eta_text}"
 
     def trial_finished(self, record: TrialRecord) -> None:
@@ -92,7 +94,8 @@ class _StudyFeed:
             self.progress.update(self.step_task, total=total, completed=done, visible=True)
 
     def worker_event(self, text: str) -> None:
-        self.display.console.print(f"[yellow]{text}[/yellow]", highlight=False)
+        # soft_wrap: a log path in the line must stay whole to be copied.
+        self.display.console.print(f"[yellow]{escape(text)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 class RichDisplay:

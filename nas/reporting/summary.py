@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from nas import records as R
 from nas.records import StudyInfo, TrialRecord
 from nas.results import best_trial, seed_noise, study_front, ties_with_best
@@ -106,7 +108,7 @@ def print_search_summary(console: Console, outcome: SearchOutcome, storage_shown
     for study in outcome.studies:
         _print_study(console, study, storage_shown)
     for line in outcome.problems():
-        console.print(f"[red]{line}[/red]", highlight=False)
+        console.print(f"[red]{escape(line)}[/red]", highlight=False, soft_wrap=True)
 
 
 def _print_study(console: Console, outcome: StudyOutcome, storage_shown: str) -> None:
@@ -115,7 +117,7 @@ def _print_study(console: Console, outcome: StudyOutcome, storage_shown: str) ->
     counts = ", ".join(f"{count} {state.lower()}" for state, count in state_counts(records).items())
     console.print(f"trials: {counts} ({outcome.counted} of {outcome.target} count toward --n-trials)", highlight=False)
     for line in outcome.report.events:
-        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+        console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)  # paths stay whole
     best = best_trial(records, info)
     if best is None or best.score is None:
         return

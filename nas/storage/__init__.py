@@ -118,7 +118,7 @@ def open_storage(
     on_stale_trial: StaleTrialCallback | None = None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
     grace_period: int = GRACE_PERIOD_S,
-) -> "optuna.storages.BaseStorage":
+) -> optuna.storages.BaseStorage:
     """Open (and with ``create``, make) the storage; every failure is a one-line UserError.
 
     Claims of enqueued trials are atomic on every kind (see :mod:`.optuna_adapter`). With
@@ -180,7 +180,7 @@ def _check_server_url(url: str) -> None:
             raise UserError("PostgreSQL storage needs psycopg: pip install 'shufflenas[postgres]'") from None
 
 
-def _rdb_storage(url: str, shown: str, **kwargs: Any) -> "optuna.storages.RDBStorage":
+def _rdb_storage(url: str, shown: str, **kwargs: Any) -> optuna.storages.RDBStorage:
     """Open an RDB storage; retry briefly when another process is creating the same schema."""
     import time
 
@@ -201,11 +201,11 @@ def _rdb_storage(url: str, shown: str, **kwargs: Any) -> "optuna.storages.RDBSto
     raise AssertionError("unreachable")
 
 
-def list_study_names(storage: "optuna.storages.BaseStorage") -> list[str]:
+def list_study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [summary.study_name for summary in storage.get_all_studies()]
 
 
-def load_study(storage: "optuna.storages.BaseStorage", name: str | None) -> "optuna.Study":
+def load_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
     """An existing study by name; with ``name=None``, the only (or newest) one."""
     import optuna
 

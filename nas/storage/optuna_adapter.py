@@ -75,17 +75,17 @@ def is_journal(storage: Any) -> bool:
     return isinstance(storage, JournalStorage)
 
 
-def study_id_of(storage: "optuna.storages.BaseStorage", study_name: str) -> int:
+def study_id_of(storage: optuna.storages.BaseStorage, study_name: str) -> int:
     """The storage's id of a study (``Study._study_id`` is private; the storage method is not)."""
     return storage.get_study_id_from_name(study_name)
 
 
-def trial_id_of(storage: "optuna.storages.BaseStorage", study_name: str, number: int) -> int:
+def trial_id_of(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
     """The storage's id of trial ``number`` (``FrozenTrial._trial_id`` is private)."""
     return storage.get_trial_id_from_study_id_trial_number(study_id_of(storage, study_name), number)
 
 
-def set_study_attr_once(storage: "optuna.storages.BaseStorage", study_name: str, key: str, value: Any) -> bool:
+def set_study_attr_once(storage: optuna.storages.BaseStorage, study_name: str, key: str, value: Any) -> bool:
     """Store a study user attribute only if it has none yet; True when this call stored it.
 
     RDB: an INSERT of the attribute row, which the table's unique (study_id, key) constraint
@@ -110,7 +110,7 @@ def set_study_attr_once(storage: "optuna.storages.BaseStorage", study_name: str,
     return True
 
 
-def _insert_study_attr(storage: "optuna.storages.RDBStorage", study_id: int, key: str, value: Any) -> bool:
+def _insert_study_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str, value: Any) -> bool:
     from optuna.storages._rdb import models  # Optuna's schema: see set_study_attr_once
     from sqlalchemy import exc, insert
 
@@ -147,8 +147,8 @@ def _journal_side_lock(storage: JournalFile) -> Iterator[None]:
 
 
 def new_trial_with_params(
-    study: "optuna.Study", storage: "optuna.storages.BaseStorage", params: dict[str, Any]
-) -> "optuna.trial.Trial":
+    study: optuna.Study, storage: optuna.storages.BaseStorage, params: dict[str, Any]
+) -> optuna.trial.Trial:
     """A new RUNNING trial whose ``suggest_*`` calls return ``params``.
 
     The Ray backend must run the params Tune's searcher chose as a trial of our study.
@@ -169,10 +169,16 @@ def new_trial_with_params(
 def planned_params(trial: optuna.trial.FrozenTrial | optuna.trial.Trial) -> dict[str, Any]:
     """The params a trial ran, or was enqueued to run (an enqueued trial lost before it asked
     for them has them only in ``enqueue_trial``'s ``fixed_params`` system attribute)."""
-    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+    import optuna
+
+    if trial.params:
+        return dict(trial.params)
+    if isinstance(trial, optuna.trial.Trial):  # a live trial has no system_attrs: read its stored copy
+        trial = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    return dict(trial.system_attrs.get("fixed_params") or {})
 
 
-def running_trial(study: "optuna.Study", trial_id: int) -> "optuna.trial.Trial":
+def running_trial(study: optuna.Study, trial_id: int) -> optuna.trial.Trial:
     """The live ``Trial`` object for a trial this process claimed (Optuna's public class,
     whose constructor its docs advise against: ``study.ask`` cannot claim a chosen trial)."""
     import optuna
@@ -181,20 +187,21 @@ def running_trial(study: "optuna.Study", trial_id: int) -> "optuna.trial.Trial":
 
 
 @contextmanager
-def heartbeat(storage: "optuna.storages.BaseStorage", trial_id: int) -> Iterator[None]:
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
     """Record the trial's heartbeat while the block runs, as ``study.optimize`` does for its
     trials (its heartbeat thread is private); a no-op where the storage has none."""
     from optuna.storages import RDBStorage
 
-    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
-    if interval is None:  # only RDB storages keep heartbeats in Optuna 5
+    rdb = storage if isinstance(storage, RDBStorage) else None
+    interval = rdb.get_heartbeat_interval() if rdb is not None else None
+    if rdb is None or interval is None:  # only RDB storages keep heartbeats in Optuna 5
         yield
         return
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial_id)
+            rdb.record_heartbeat(trial_id)
             if stop.wait(interval):
                 return
 

@@ -92,7 +92,8 @@ class StorageCallback(tune.Callback):
 
     def poll(self) -> None:
         for stored in self.study.get_trials(deepcopy=False):
-            if stored.number not in self.seen and stored.state.is_finished() and stored.user_attrs.get(R.RAY_RUN) == self.run_name:
+            ours = stored.user_attrs.get(R.RAY_RUN) == self.run_name
+            if stored.number not in self.seen and stored.state.is_finished() and ours:
                 self.seen.add(stored.number)
                 self.feed.trial_finished(record_from_trial(self.study.study_name, stored))
 

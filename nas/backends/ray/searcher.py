@@ -8,15 +8,15 @@ an interrupted run stopped, and nothing already measured is run again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from search_spaces import DesignSpace, suggest
-
 from nas.backends.ray.trainable import FINAL, STATE, WAITING
 from nas.engine.samplers import make_sampler
-from nas.records import directions_for
+from nas.records import Direction, directions_for
+from search_spaces import DesignSpace, suggest
 
 if TYPE_CHECKING:
     import optuna
@@ -42,7 +42,7 @@ class SpaceFunction:
         return None if waiting is None else {WAITING: int(waiting)}
 
 
-def _seeded_memory_study(study: "optuna.Study", directions: list[str], sampler) -> "optuna.storages.InMemoryStorage":
+def _seeded_memory_study(study: optuna.Study, directions: Sequence[Direction], sampler) -> optuna.storages.InMemoryStorage:
     import optuna
     from optuna.trial import TrialState
 
@@ -78,7 +78,7 @@ class StoredOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def build_searcher(study: "optuna.Study", settings, budget_macs: int):
+def build_searcher(study: optuna.Study, settings, budget_macs: int):
     """An OptunaSearch with the project's sampler, objectives and directions."""
     directions = directions_for(settings.objectives)
     sampler = make_sampler(settings.sampler, settings.seed, settings.n_trials)

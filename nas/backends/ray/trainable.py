@@ -120,7 +120,7 @@ def ray_trial(config: dict[str, Any], job: RayJob, dataset: Any = None) -> None:
         study.tell(trial, values)
     values = values if isinstance(values, tuple) else (values,)
     result = {EPOCH: job.epochs, TRIAL_NUMBER: trial.number, FINAL: 1, STATE: "COMPLETE", "worker_pid": os.getpid()}
-    result.update({name: float(value) for name, value in zip(settings.objectives, values)})
+    result.update({name: float(value) for name, value in zip(settings.objectives, values, strict=True)})
     curve = trial.user_attrs.get(R.LEARNING_CURVE) or []
     if len(curve) >= job.epochs and not trial.user_attrs.get(R.SKIPPED):
         result[EPOCH_ACCURACY] = float(curve[-1])

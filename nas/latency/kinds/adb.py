@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from nas.latency.devices import Device, register_device
 from nas.latency.errors import DeviceError, DeviceUnavailableError
@@ -65,7 +66,7 @@ class AdbDevice(Device):
         self.adb_timeout = adb_timeout
 
     @classmethod
-    def from_spec(cls, spec: str, **options: Any) -> "AdbDevice":
+    def from_spec(cls, spec: str, **options: Any) -> AdbDevice:
         return cls(spec, serial=spec[4:] or None, **options)
 
     def _adb(self, *args: str, timeout: float | None = None) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nas.latency.devices import register_device
 from nas.latency.errors import DeviceError, DeviceUnavailableError

@@ -7,8 +7,9 @@ measuring this device says to give a table, or a device that can time models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from nas.latency.devices import Device, register_device
 from nas.latency.errors import DeviceUnavailableError

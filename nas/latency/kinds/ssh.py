@@ -16,13 +16,13 @@ import re
 import shlex
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from nas.errors import UserError
-
 from nas.latency.devices import register_device
 from nas.latency.errors import DeviceError, DeviceUnavailableError
 from nas.latency.runner_device import RUNNER_PATH, PythonRunnerDevice
@@ -92,7 +92,7 @@ class SshDevice(PythonRunnerDevice):
         self.ssh_binary = ssh_binary
 
     @classmethod
-    def from_spec(cls, spec: str, **options: Any) -> "SshDevice":
+    def from_spec(cls, spec: str, **options: Any) -> SshDevice:
         return cls(spec, parse_ssh_spec(spec), **options)
 
     # -- the ssh command line ---------------------------------------------------------------
@@ -133,7 +133,9 @@ class SshDevice(PythonRunnerDevice):
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.spec}: no result within {timeout_s + self.connect_timeout:g} s (timeout)") from None
         except FileNotFoundError:
-            raise DeviceUnavailableError(f"the ssh client '{self.ssh_binary}' is not installed here (apt-get install openssh-client)") from None
+            raise DeviceUnavailableError(
+                f"the ssh client '{self.ssh_binary}' is not installed here (apt-get install openssh-client)"
+            ) from None
         stdout = done.stdout.decode(errors="replace")
         stderr = done.stderr.decode(errors="replace")
         if done.returncode == 255:

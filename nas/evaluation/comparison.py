@@ -1,0 +1,230 @@
+"""Configs compared on the same seeds at one fidelity (``nas compare``).
+
+One proxy run per config says little: seed noise (~0.7 points at the default proxy) is as
+large as most gaps. A comparison trains every config with the same seeds, at a fidelity the
+user chooses, measures accuracy on images that played no part in choosing the configs (the
+data set's test split by default), and tests each gap to the reference with an exact
+one-sided permutation test. Results are stored one per (config, seed) in a comparison study,
+so the same command resumes and a config named twice (a preset and the trial that found it)
+is trained once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas import records as R
+from nas.analysis import permutation_p_value
+from nas.errors import UserError
+from shufflenet_core import PRESETS, ShuffleNetConfig, complexity, get_preset
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "Contender",
+    "ContenderResult",
+    "Fidelity",
+    "ResultStore",
+    "compare",
+    "parse_contender",
+    "smallest_reachable_p",
+    "verdict",
+]
+
+SPLITS = ("test", "val")
+
+
+@dataclass(frozen=True)
+class Contender:
+    label: str
+    """As the user named it: a preset, a knob spec, a JSON file or ``study:N``, maybe ``+noshuffle``."""
+    config: ShuffleNetConfig
+
+    @property
+    def mflops(self) -> float:
+        return complexity(self.config).macs / 1e6
+
+
+def _knob_config(text: str, budget_macs: int) -> ShuffleNetConfig:
+    """``gG,bR,dA-B-C[,cS]``: groups, bottleneck ratio, stage depths, stem; width solved to the budget."""
+    from search_spaces import DesignSpace, solve_width
+    from shufflenet_core import PAPER_STAGE2_CHANNELS
+
+    knobs = {part[0]: part[1:] for part in text.split(",") if part}
+    if set(knobs) - set("gbdc") or not {"g", "b", "d"} <= set(knobs):
+        raise UserError(f"config {text!r}: give a preset name, a config JSON file, study:TRIAL, or a knob spec "
+                        "such as g3,b0.5,d2-4-2[,c24]")
+    try:
+        groups, ratio = int(knobs["g"]), float(knobs["b"])
+        depths, stem = tuple(int(d) for d in knobs["d"].split("-")), int(knobs.get("c", 24))
+    except ValueError:
+        raise UserError(f"config {text!r}: g, d and c take whole numbers and b a ratio, e.g. g3,b0.5,d2-4-2") from None
+    if groups not in PAPER_STAGE2_CHANNELS:
+        raise UserError(f"config {text!r}: groups must be one of {', '.join(map(str, sorted(PAPER_STAGE2_CHANNELS)))}")
+    if not 0 < ratio <= 1 or not depths or min(depths) < 1 or stem < 1:
+        raise UserError(f"config {text!r}: b must be in (0, 1], every depth and c at least 1")
+    try:
+        return solve_width(DesignSpace(), budget_macs, groups=groups, bottleneck_ratio=ratio, stage_depths=depths,
+                           stem_channels=stem)
+    except ValueError as error:
+        raise UserError(f"config {text!r}: {error}") from None
+
+
+def parse_contender(
+    text: str, budget_macs: int, *, trial_config: Callable[[int], dict[str, Any]] | None = None
+) -> Contender:
+    """A config from how a user names it. ``trial_config(N)`` reads trial N's stored config
+    (for ``study:N``); a ``+noshuffle`` suffix turns channel shuffle off (the paper's Table 3)."""
+    base, _, modifier = text.strip().partition("+")
+    if modifier not in ("", "noshuffle"):
+        raise UserError(f"config {text!r}: the only modifier is +noshuffle")
+    if base in PRESETS:
+        config = get_preset(base)
+    elif base.startswith("study:"):
+        number = base[len("study:"):]
+        if trial_config is None:
+            raise UserError(f"config {text!r}: study:TRIAL needs --study NAME (and --storage)")
+        if not number.isdigit():
+            raise UserError(f"config {text!r}: study:TRIAL takes a trial number, e.g. study:12")
+        config = _config_from_dict(trial_config(int(number)), text)
+    elif base.endswith(".json") or Path(base).is_file():
+        try:
+            data = json.loads(Path(base).expanduser().read_text())
+        except OSError as error:
+            raise UserError(f"config {text!r}: cannot read it ({error.strerror})") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"config {text!r}: not valid JSON ({error.msg}, line {error.lineno})") from None
+        config = _config_from_dict(data, text)
+    else:
+        config = _knob_config(base, budget_macs)
+    if modifier == "noshuffle":
+        config = config.replace(channel_shuffle=False)
+    return Contender(text.strip(), config)
+
+
+def _config_from_dict(data: Any, text: str) -> ShuffleNetConfig:
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):  # nas export's config.json wraps it
+        data = data["config"]
+    try:
+        return ShuffleNetConfig.from_dict(data)
+    except (TypeError, ValueError, KeyError) as error:
+        raise UserError(f"config {text!r}: not a ShuffleNet config ({error})") from None
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How every contender is trained and where its accuracy is measured."""
+
+    epochs: int = 1
+    train_size: int | None = 10_000
+    """Training images (None: all of the training split)."""
+    data: str = "fashion-mnist"
+    resolution: int = 32
+    batch_size: int = 128
+    split: str = "test"
+    """Where accuracy is measured: "test" (no search uses it) or "val" (the search's validation images)."""
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise UserError(f"--eval-on must be one of {', '.join(SPLITS)}, got {self.split!r}")
+
+    def study_name(self) -> str:
+        """One comparison study per fidelity: results at another fidelity never mix."""
+        images = "all" if self.train_size is None else str(self.train_size)
+        data = "" if self.data == "fashion-mnist" else "-" + "".join(c if c.isalnum() else "_" for c in self.data)[-40:]
+        return f"compare-{self.epochs}ep-{images}img-{self.resolution}px-b{self.batch_size}-{self.split}{data}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "train_size": self.train_size, "data": self.data, "resolution": self.resolution,
+                "batch_size": self.batch_size, "split": self.split}
+
+    def describe(self) -> str:
+        images = "all training images" if self.train_size is None else f"{self.train_size} training images"
+        return f"{self.epochs} epoch(s) on {images} of {self.data} at {self.resolution}px"
+
+
+class ResultStore:
+    """One trial per (config, seed) in a comparison study: the accuracy and how it was got."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self._scores: dict[tuple[str, int], float] = {}
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state.name == R.COMPLETE and R.COMPARE_SEED in trial.user_attrs:
+                key = (json.dumps(trial.user_attrs[R.CONFIG], sort_keys=True), int(trial.user_attrs[R.COMPARE_SEED]))
+                self._scores[key] = float(trial.user_attrs[R.ACCURACY])
+
+    @staticmethod
+    def _key(config: ShuffleNetConfig, seed: int) -> tuple[str, int]:
+        return json.dumps(config.to_dict(), sort_keys=True), seed
+
+    def score(self, config: ShuffleNetConfig, seed: int) -> float | None:
+        return self._scores.get(self._key(config, seed))
+
+    def add(self, contender: Contender, seed: int, accuracy: float, *, diverged: bool, seconds: float) -> None:
+        import optuna
+
+        attrs = {R.CONFIG: contender.config.to_dict(), R.COMPARE_LABEL: contender.label, R.COMPARE_SEED: seed,
+                 R.ACCURACY: accuracy, R.DIVERGED: diverged, R.TRAIN_SECONDS: seconds}
+        # One finished trial in one call: an interrupted run leaves nothing half-stored.
+        self.study.add_trial(optuna.trial.create_trial(value=accuracy, user_attrs=attrs))
+        self._scores[self._key(contender.config, seed)] = accuracy
+
+
+@dataclass(frozen=True)
+class ContenderResult:
+    contender: Contender
+    scores: tuple[float, ...]
+    gap: float | None
+    """Mean minus the reference's mean (None for the reference itself)."""
+    p_value: float | None
+    """One-sided exact permutation p of "better than the reference" (None for the reference)."""
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
+
+
+def smallest_reachable_p(n: int, m: int) -> float:
+    """The smallest p an exact permutation test of n vs m scores can give: 1 / C(n + m, n)."""
+    return 1.0 / math.comb(n + m, n)
+
+
+def compare(contenders: Sequence[Contender], scores: Sequence[Sequence[float]], reference: int) -> list[ContenderResult]:
+    """Each contender's scores against the reference's (same seeds)."""
+    base = scores[reference]
+    results = []
+    for index, (contender, values) in enumerate(zip(contenders, scores, strict=True)):
+        if index == reference:
+            results.append(ContenderResult(contender, tuple(values), None, None))
+        else:
+            gap = statistics.fmean(values) - statistics.fmean(base)
+            results.append(ContenderResult(contender, tuple(values), gap, permutation_p_value(values, base)))
+    return results
+
+
+def verdict(results: Sequence[ContenderResult], reference: int, fidelity: Fidelity, *, alpha: float = 0.05) -> str:
+    """One line: which contender beats the reference, by how much and how surely, at this fidelity."""
+    ref = results[reference]
+    floor = smallest_reachable_p(len(ref.scores), len(ref.scores))
+    winners = sorted((r for r in results if r.p_value is not None and r.p_value < alpha and (r.gap or 0) > 0),
+                     key=lambda r: -r.mean)
+    at = f"at {fidelity.describe()}, {len(ref.scores)} seeds; smallest reachable p = {floor:.3g}"
+    if not winners:
+        reach = "" if floor < alpha else f" (with {len(ref.scores)} seeds p < {alpha} is out of reach: add seeds)"
+        return f"no config beats {ref.contender.label} ({100 * ref.mean:.2f}%) {at}{reach}"
+    best = winners[0]
+    return (f"{best.contender.label} ({best.contender.mflops:.1f} MFLOPs) {100 * best.mean:.2f}% +- {100 * best.sd:.2f} beats "
+            f"{ref.contender.label} {100 * ref.mean:.2f}% +- {100 * ref.sd:.2f} by {100 * (best.gap or 0):.2f} points, "
+            f"p = {best.p_value:.3g}, {at}")
