@@ -28,7 +28,7 @@ ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "R
 
 def run_search(folder: Path, name: str, extra: list[str], args: argparse.Namespace) -> float:
     command = [
-        sys.executable, "-m", "nas.cli", "search", "--n-trials", str(args.trials), "--epochs", str(args.epochs),
+        sys.executable, "-m", "nas.cli", "search", "--final", "0", "--n-trials", str(args.trials), "--epochs", str(args.epochs),
         "--train-size", str(args.train_size), "--val-size", "200", "--batch-size", "64", "--no-presets",
         "--no-early-stopping", "--storage", str(folder / f"{name}.db"), "--runs-dir", str(folder / name), "-q", *extra,
     ]

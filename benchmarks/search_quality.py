@@ -46,7 +46,7 @@ SAMPLERS = ("tpe", "nsga2", "random")
 def run_search(storage: Path, study: str, sampler: str, seed: int, args: argparse.Namespace) -> float:
     started = time.perf_counter()
     command = [
-        sys.executable, "-m", "nas.cli", "search", "--budget", args.budget, "--n-trials", str(args.trials),
+        sys.executable, "-m", "nas.cli", "search", "--final", "0", "--budget", args.budget, "--n-trials", str(args.trials),
         "--sampler", sampler, "--seed", str(seed), "--storage", str(storage), "--study", study, "--no-presets",
         "--train-size", str(args.train_size), "--epochs", str(args.epochs), "--seeds", str(args.trial_seeds),
         "--quiet",

@@ -41,12 +41,13 @@ def _root(
 
 def _register() -> None:
     """Attach every sub-command module (each keeps its heavy imports inside its commands)."""
-    from nas.commands import compare, dashboard, export, presets, proxy_check, runs, search
+    from nas.commands import compare, dashboard, export, final, presets, proxy_check, runs, search
 
     presets.register(app)
     search.register(app)
     proxy_check.register(app)
     compare.register(app)
+    final.register(app)
     runs.register(app)
     export.register(app)
     dashboard.register(app)

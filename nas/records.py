@@ -118,6 +118,15 @@ RAY_NODE_ID = "ray_node_id"  # str: Ray's id of that node (several nodes may sha
 COMPARE_FIDELITY = "compare_fidelity"  # study attr, dict: epochs, train_size, data, resolution, batch, split
 COMPARE_LABEL = "compare_label"  # str: the config as the user named it (preset, spec, study:N)
 COMPARE_SEED = "compare_seed"  # int: the training seed (the trial's ACCURACY is on the evaluated split)
+TEST_ACCURACY = "test_accuracy"  # float: the same trained model on the test split (final comparisons)
+
+# --- `nas final`: the study's answer, raced at a higher fidelity ------------------------------
+FINAL_ANSWER = "final_answer"
+"""Study attr, dict (the last `nas final` run; a new run replaces it):
+fidelity (dict), selection_images (int), reference {label, trial, config}, rounds
+[{seeds, entries [{label, trial, mean}], kept [labels]}], final_seeds [int], finalists
+[{label, trial, config, proxy_score, scores, mean, sd, gap, p_value, test_scores}],
+answer_trial (int or None), answer_label, beats_reference (bool), smallest_reachable_p, verdict (str)."""
 
 RESULT_ATTRS = (ACCURACY, ACCURACY_SEEDS, ACCURACY_STD, LEARNING_CURVE, EPOCHS, SCORE, TRAIN_SECONDS, WEIGHTS_PATH, DIVERGED)
 """What a re-proposed config copies from the earlier trial that evaluated it."""

@@ -8,16 +8,20 @@ zero-cost score otherwise); the geometry lives in :mod:`nas.analysis`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nas.analysis import front_records
-from nas.records import ACCURACY_NOISE_SD, ACCURACY_SEEDS, StudyInfo, TrialRecord
+from nas.records import ACCURACY_NOISE_SD, ACCURACY_SEEDS, FINAL_ANSWER, StudyInfo, TrialRecord
 
 __all__ = [
     "BestChoice",
     "best_trial",
     "choose_best",
+    "final_answer",
+    "finalists",
     "front_axes",
     "study_front",
     "seed_noise",
@@ -62,6 +66,33 @@ class BestChoice:
     record: TrialRecord | None
     reason: str | None = None
     """When ``record`` is None: a sentence saying why (for a one-line error)."""
+    final: dict[str, Any] | None = None
+    """When ``record`` is the answer of the study's final stage: that stage's verdict."""
+
+
+def final_answer(info: StudyInfo) -> dict[str, Any] | None:
+    """The verdict ``nas final`` stored in the study (:data:`nas.records.FINAL_ANSWER`), if any."""
+    answer = info.attrs.get(FINAL_ANSWER)
+    return answer if isinstance(answer, dict) else None
+
+
+def finalists(records: Sequence[TrialRecord], info: StudyInfo, count: int) -> list[TrialRecord]:
+    """The ``count`` best distinct configs of the feasible front that meet every budget of the
+    study (FLOPs and latency), best score first: what the final stage races."""
+    def within(record: TrialRecord) -> bool:
+        if record.score is None or record.config is None:
+            return False
+        if info.budget_macs is not None and (record.macs is None or record.macs > info.budget_macs):
+            return False
+        return info.latency_budget_ms is None or (
+            record.latency_ms is not None and float(record.latency_ms) <= info.latency_budget_ms
+        )
+
+    chosen: dict[str, TrialRecord] = {}
+    for record in sorted(filter(within, study_front(records, info)), key=lambda r: (-float(r.score or 0), r.macs or 0, r.number)):
+        assert record.config is not None
+        chosen.setdefault(json.dumps(record.config.to_dict(), sort_keys=True), record)
+    return list(chosen.values())[:count]
 
 
 def choose_best(
@@ -72,7 +103,8 @@ def choose_best(
     latency_budget_ms: float | None = None,
     budget_label: str | None = None,
 ) -> BestChoice:
-    """The highest-scoring trial of the feasible front within the budgets.
+    """The highest-scoring trial of the feasible front within the budgets, unless the study's
+    final stage (``nas final``) chose an answer that meets them: then that answer.
 
     Scores are accuracy for trained studies and the zero-cost score otherwise (the study's
     first objective). MACs are the records' (callers that distrust stored numbers recount
@@ -90,6 +122,13 @@ def choose_best(
         candidates = [r for r in candidates if r.latency_ms is not None and float(r.latency_ms) <= latency_budget_ms]
     if not candidates:
         return BestChoice(None, _nothing_within(feasible, budget_macs, budget_label, latency_budget_ms))
+    answer = final_answer(info)
+    if answer is not None and answer.get("answer_trial") is not None:
+        # The final stage raced the front at a higher fidelity: its answer outranks the proxy's
+        # best, as long as it meets the budgets asked for here.
+        chosen = next((r for r in candidates if r.number == answer["answer_trial"]), None)
+        if chosen is not None:
+            return BestChoice(chosen, final=answer)
     axes = front_axes(info) + (("latency_ms",) if latency_budget_ms is not None and "latency_ms" not in info.objectives else ())
     front = front_records(candidates, axes)
     best = max(front, key=lambda r: (r.score, -(r.macs or 0), -(r.latency_ms or 0.0), -r.number))

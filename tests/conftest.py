@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,18 @@ def storage_of_kind(request, tmp_path):
         return server.create_database(f"t{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}_{index}")
 
     return make
+
+
+def interrupt_when(args: list[str], ready: Callable[[], bool], *, timeout: float = 300) -> subprocess.Popen:
+    """Start ``nas ARGS``, send it Ctrl-C (SIGINT) once ``ready()`` holds, and wait for it to end;
+    the finished process, its output in ``.stdout_text`` / ``.stderr_text``."""
+    process = subprocess.Popen([sys.executable, "-m", "nas.cli", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not ready():
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    process.stdout_text, process.stderr_text = out, err  # type: ignore[attr-defined]
+    return process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["default_parallelism"]
+__all__ = ["default_parallelism", "default_workers"]
 
 
 def default_parallelism(cpu_count: int | None) -> tuple[int, int]:
@@ -17,3 +17,10 @@ def default_parallelism(cpu_count: int | None) -> tuple[int, int]:
     """
     cores = cpu_count if cpu_count and cpu_count > 0 else 1
     return cores, 1
+
+
+def default_workers() -> int:
+    """Worker processes on this machine (:func:`default_parallelism` of its cores)."""
+    import os
+
+    return default_parallelism(os.cpu_count())[0]

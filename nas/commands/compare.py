@@ -18,7 +18,7 @@ HELP = """Train configs on the same seeds at one fidelity and test whether each 
 
 CONFIG is a preset name (shufflenet_v1_1.0x_g3), a config JSON file, study:TRIAL (a trial of --study), or a knob spec such as g3,b0.5,d2-4-2[,c24] whose width is solved to fill --budget. Append +noshuffle to turn channel shuffle off (the paper's Table 3), e.g. shufflenet_v1_1.0x_g8+noshuffle.
 
-Accuracy is measured on the data set's test split, which no search uses (--eval-on val: the search's validation images). Each gap to the reference gets a one-sided exact permutation p-value; with n seeds each, p cannot go below 1 / C(2n, n) (0.17 at 2 seeds, 0.004 at 5), which the verdict prints.
+Accuracy is measured on the data set's test split, which no search uses (--eval-on selection: the images nas final chooses on; val: the search's validation images). Each gap to the reference gets a one-sided exact permutation p-value; with n seeds each, p cannot go below 1 / C(2n, n) (0.17 at 2 seeds, 0.004 at 5), which the verdict prints.
 
 Every (config, seed) result is stored in the storage's comparison study for this fidelity: running the same command again (after Ctrl-C, or with more --seeds) trains only what is missing.
 """
@@ -38,11 +38,12 @@ def compare(
     data: str = typer.Option("fashion-mnist", "--data", help="Data set, as for nas search."),
     resolution: int = typer.Option(32, "--resolution", min=32, help="Training resolution."),
     batch_size: int = typer.Option(128, "--batch-size", min=2, help="Batch size."),
-    eval_on: str = typer.Option("test", "--eval-on", help="test (default: no search uses it) or val."),
+    eval_on: str = typer.Option("test", "--eval-on", help="test (no search uses it), selection (nas final's) or val."),
     budget: str = typer.Option("140M", "--budget", "-b", help="Budget that knob specs are widened to fill."),
     storage: str | None = typer.Option(None, "--storage", help="Storage for the results (and of --study)."),
     study: str | None = typer.Option(None, "--study", help="Search study that study:TRIAL configs come from."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder of the default storage."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Training processes, one thread each (0 = one per core)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -68,7 +69,10 @@ def compare(
         contenders = [ref] + [c for c in contenders if c.label != ref.label]
     if len(contenders) < 2:
         raise UserError("give at least two configs (or one and --reference)")
-    document = _run(contenders, fidelity, list(range(first_seed, first_seed + seeds)), store_url, quiet=quiet or as_json)
+    from nas.backends.parallelism import default_workers
+
+    document = _run(contenders, fidelity, list(range(first_seed, first_seed + seeds)), store_url, quiet=quiet or as_json,
+                    workers=workers or default_workers())
     if as_json:
         typer.echo(json.dumps(document, indent=2))
     else:
@@ -92,52 +96,31 @@ def _trial_config_reader(store_url: str, study_name: str) -> Callable[[int], dic
     return read
 
 
-def _run(contenders: list[Contender], fidelity: Fidelity, seeds: list[int], store_url: str, *, quiet: bool) -> dict[str, Any]:
+def _run(contenders: list[Contender], fidelity: Fidelity, seeds: list[int], store_url: str, *, quiet: bool,
+         workers: int) -> dict[str, Any]:
     import optuna
 
-    from nas import records as R
-    from nas.evaluation.comparison import ResultStore, compare, smallest_reachable_p, verdict
-    from nas.evaluation.data import load_data
-    from nas.evaluation.training import Recipe, evaluated_on_test_split, prepare_data, train_config
+    from nas.evaluation.comparison import SeedRunner, compare, open_result_store, smallest_reachable_p, verdict
     from nas.storage import open_storage
-    from nas.storage.optuna_adapter import set_study_attr_once
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(store_url)
-    study = optuna.create_study(study_name=fidelity.study_name(), storage=storage, direction="maximize", load_if_exists=True)
-    set_study_attr_once(storage, study.study_name, R.COMPARE_FIDELITY, fidelity.to_dict())
-    store = ResultStore(study)
-    dataset = load_data(fidelity.data)
-    recipe = Recipe(epochs=fidelity.epochs, batch_size=fidelity.batch_size, resolution=fidelity.resolution,
-                    train_size=fidelity.train_size)
-    data = None
-    todo = [(seed, c) for seed in seeds for c in contenders if store.score(c.config, seed) is None]
-    trained = 0
+    store = open_result_store(open_storage(store_url), fidelity)
+    runner = SeedRunner(store, fidelity)
+    todo = runner.missing(contenders, seeds)
     with _progress(len(todo), quiet) as advance:
         try:
-            for seed, contender in todo:  # seed by seed: an interrupted run has every config on its first seeds
-                if store.score(contender.config, seed) is None:  # else: the same config under another name
-                    if data is None:
-                        data = prepare_data(dataset, recipe)
-                        if fidelity.split == "test":
-                            data = evaluated_on_test_split(data, dataset)
-                    result = train_config(contender.config, data, recipe, seed=seed)
-                    store.add(contender, seed, float(result.accuracy), diverged=result.diverged, seconds=result.seconds)
-                    trained += 1
-                advance(contender.label, seed)
+            runner.run_all(todo, workers=workers, advance=advance)
         except KeyboardInterrupt:
-            sys.stderr.write(f"{trained} run(s) of this call are stored; the same command trains only the rest\n")
+            sys.stderr.write(f"{runner.trained} run(s) of this call are stored; the same command trains only the rest\n")
             raise
-    scores = [[store.score(c.config, seed) or 0.0 for seed in seeds] for c in contenders]
-    results = compare(contenders, scores, reference=0)
-    evaluated = len(dataset.test_labels) if fidelity.split == "test" else len(dataset.val_labels)
+    results = compare(contenders, [runner.scores(c, seeds) for c in contenders], reference=0)
     return {
         "fidelity": fidelity.to_dict(),
-        "evaluated_on": {"split": fidelity.split, "images": evaluated},
+        "evaluated_on": {"split": fidelity.split, "images": runner.images_evaluated()},
         "seeds": seeds,
-        "trained_now": trained,
+        "trained_now": runner.trained,
         "storage": store_url,
-        "study": study.study_name,
+        "study": store.study.study_name,
         "reference": contenders[0].label,
         "rows": [
             {"label": r.contender.label, "short_name": r.contender.config.short_name, "mflops": round(r.contender.mflops, 3),
@@ -188,4 +171,4 @@ def _print(document: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"results in {document['storage']} (study {document['study']}); trained now: {document['trained_now']}",
                   highlight=False)
-    console.print(f"verdict: {document['verdict']}", highlight=False)
+    console.print(f"verdict: {document['verdict']}", highlight=False, soft_wrap=True)

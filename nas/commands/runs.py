@@ -62,11 +62,12 @@ def show_run(
 ) -> None:
     """The study's Pareto front and its trials."""
     import optuna
+    from rich.markup import escape
 
     from nas.console import output_console
     from nas.records import CONFIG, load_records, study_info
     from nas.reporting.summary import front_table, trial_note, trials_table
-    from nas.results import best_trial, study_front
+    from nas.results import best_trial, final_answer, study_front
     from nas.storage import load_study, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -91,6 +92,9 @@ def show_run(
     console = output_console()
     console.print(front_table(records, info))
     console.print(trials_table(records, info))
+    answer = final_answer(info)
+    if answer is not None:
+        console.print(f"final stage: {escape(str(answer.get('verdict', '')))}", highlight=False, soft_wrap=True)
 
 
 @runs_app.command("copy")

@@ -35,7 +35,7 @@ def search(
     budget: list[str] = typer.Option(["140M"], "--budget", "-b", help=(
         "FLOP (MAC) budget at 224x224: 40M, 140M, 524M, 0.6G, 150e6. Repeat for one study per budget."
     )),
-    n_trials: int = typer.Option(64, "--n-trials", "-n", min=1, help=(
+    n_trials: int = typer.Option(48, "--n-trials", "-n", min=1, help=(
         "Trials each study should finish (presets included; lost trials do not count)."
     )),
     timeout: float | None = typer.Option(None, "--timeout", min=1, help=(
@@ -90,6 +90,13 @@ def search(
     keep_weights: bool = typer.Option(False, "--keep-weights", help="Save each trained trial's weights (for `nas export`)."),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help=(
         "Stop trials that trail their MFLOPs peers (successive halving; needs --epochs >= 2)."
+    )),
+    final: int | None = typer.Option(None, "--final", min=0, help=(
+        "Then race the top K front configs and the paper's best preset at a higher fidelity on fresh seeds and images "
+        "no search saw (as `nas final`). Default: 2 with the proxy evaluator, 0 (off) with zero-cost."
+    )),
+    final_time: float = typer.Option(120.0, "--final-time", min=10.0, help=(
+        "Seconds the final stage may take: its epochs (1-3) are sized to fit from the search's own trial times."
     )),
     device: str | None = typer.Option(None, "--device", help="Latency device: local, ssh://user@host[:port], adb[:serial]."),
     latency_budget: str | None = typer.Option(None, "--latency-budget", help="Latency constraint, e.g. 30ms (needs --device)."),
@@ -148,7 +155,14 @@ def run_search_command(request: object) -> int:
         raise UserError(f"search stopped: {outcome.stopped_reason}")
     if outcome.interrupted:
         console.print("[yellow]interrupted: finished trials are kept; run the same command to resume[/yellow]")
-    return exit_code(outcome)
+    code = exit_code(outcome)
+    finalists = request.final if request.final is not None else (2 if settings.evaluator.name == "proxy" else 0)
+    if code == 0 and finalists > 0:
+        from nas.commands.final import final_stage_after_search
+
+        if not final_stage_after_search(console, outcome, finalists, request.final_time, quiet=request.quiet):
+            return 1 if request.final is not None else code  # asked for explicitly: not having one is a failure
+    return code
 
 
 def _probe_device(console, latency) -> None:  # noqa: ANN001 - rich Console, LatencySettings

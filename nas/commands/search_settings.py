@@ -58,6 +58,8 @@ class SearchRequest:
     cpus_per_trial: int | None = None
     max_concurrent: int | None = None
     worker_restarts: int = 3
+    final: int | None = None
+    final_time: float = 120.0
 
 
 def _budgets(texts: list[str], space: DesignSpace) -> tuple[Budget, ...]:

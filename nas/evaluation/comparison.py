@@ -16,6 +16,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +33,15 @@ __all__ = [
     "ContenderResult",
     "Fidelity",
     "ResultStore",
+    "SeedRunner",
     "compare",
+    "open_result_store",
     "parse_contender",
     "smallest_reachable_p",
     "verdict",
 ]
 
-SPLITS = ("test", "val")
+SPLITS = ("test", "selection", "val")
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,8 @@ class Fidelity:
     resolution: int = 32
     batch_size: int = 128
     split: str = "test"
-    """Where accuracy is measured: "test" (no search uses it) or "val" (the search's validation images)."""
+    """Where accuracy is measured: "test" (no search uses it), "selection" (where ``nas final``
+    chooses) or "val" (the search's validation images)."""
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -155,27 +159,121 @@ class ResultStore:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self._scores: dict[tuple[str, int], float] = {}
+        self._attrs: dict[tuple[str, int], dict[str, Any]] = {}
         for trial in study.get_trials(deepcopy=False):
             if trial.state.name == R.COMPLETE and R.COMPARE_SEED in trial.user_attrs:
                 key = (json.dumps(trial.user_attrs[R.CONFIG], sort_keys=True), int(trial.user_attrs[R.COMPARE_SEED]))
-                self._scores[key] = float(trial.user_attrs[R.ACCURACY])
+                self._attrs[key] = dict(trial.user_attrs)
 
     @staticmethod
     def _key(config: ShuffleNetConfig, seed: int) -> tuple[str, int]:
         return json.dumps(config.to_dict(), sort_keys=True), seed
 
     def score(self, config: ShuffleNetConfig, seed: int) -> float | None:
-        return self._scores.get(self._key(config, seed))
+        attrs = self._attrs.get(self._key(config, seed))
+        return None if attrs is None else float(attrs[R.ACCURACY])
 
-    def add(self, contender: Contender, seed: int, accuracy: float, *, diverged: bool, seconds: float) -> None:
+    def test_score(self, config: ShuffleNetConfig, seed: int) -> float | None:
+        """The same run's accuracy on the test split, when it was measured."""
+        value = self._attrs.get(self._key(config, seed), {}).get(R.TEST_ACCURACY)
+        return None if value is None else float(value)
+
+    def add(self, contender: Contender, seed: int, accuracy: float, *, diverged: bool, seconds: float,
+            test_accuracy: float | None = None) -> None:
         import optuna
 
-        attrs = {R.CONFIG: contender.config.to_dict(), R.COMPARE_LABEL: contender.label, R.COMPARE_SEED: seed,
-                 R.ACCURACY: accuracy, R.DIVERGED: diverged, R.TRAIN_SECONDS: seconds}
+        attrs: dict[str, Any] = {R.CONFIG: contender.config.to_dict(), R.COMPARE_LABEL: contender.label,
+                                 R.COMPARE_SEED: seed, R.ACCURACY: accuracy, R.DIVERGED: diverged, R.TRAIN_SECONDS: seconds}
+        if test_accuracy is not None:
+            attrs[R.TEST_ACCURACY] = test_accuracy
         # One finished trial in one call: an interrupted run leaves nothing half-stored.
         self.study.add_trial(optuna.trial.create_trial(value=accuracy, user_attrs=attrs))
-        self._scores[self._key(contender.config, seed)] = accuracy
+        self._attrs[self._key(contender.config, seed)] = attrs
+
+
+def open_result_store(storage: optuna.storages.BaseStorage, fidelity: Fidelity) -> ResultStore:
+    """The comparison study of this fidelity (made on first use)."""
+    import optuna
+
+    from nas.storage.optuna_adapter import set_study_attr_once
+
+    study = optuna.create_study(study_name=fidelity.study_name(), storage=storage, direction="maximize", load_if_exists=True)
+    set_study_attr_once(storage, study.study_name, R.COMPARE_FIDELITY, fidelity.to_dict())
+    return ResultStore(study)
+
+
+class SeedRunner:
+    """Trains contenders seed by seed at one fidelity and stores every result, so that the
+    same call after an interruption trains only what is missing. With ``with_test``, each
+    model is also scored on the test split (reported, never used to choose)."""
+
+    def __init__(self, store: ResultStore, fidelity: Fidelity, *, with_test: bool = False) -> None:
+        self.store = store
+        self.fidelity = fidelity
+        self.with_test = with_test
+        self.trained = 0
+
+    def missing(self, contenders: Sequence[Contender], seeds: Sequence[int]) -> list[tuple[int, Contender]]:
+        """(seed, contender) pairs without a stored result, seed by seed (an interrupted run then
+        has every contender on its first seeds). A config named twice is listed once."""
+        todo: dict[tuple[str, int], tuple[int, Contender]] = {}
+        for seed in seeds:
+            for contender in contenders:
+                if self.store.score(contender.config, seed) is None:
+                    todo.setdefault(ResultStore._key(contender.config, seed), (seed, contender))
+        return list(todo.values())
+
+    def run(self, contender: Contender, seed: int) -> None:
+        if self.store.score(contender.config, seed) is not None:
+            return
+        _, accuracy, test_accuracy, diverged, seconds = _train_job(
+            (0, contender.config.to_dict(), self.fidelity.to_dict(), seed, self.with_test)
+        )
+        self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy)
+        self.trained += 1
+
+    def run_all(self, todo: Sequence[tuple[int, Contender]], *, workers: int = 1,
+                advance: Callable[[str, int], None] | None = None) -> None:
+        """Train every (seed, contender) of ``todo`` that has no stored result, in ``workers``
+        single-threaded processes (as a local search runs its trials) or in this process. Each
+        result is stored as it arrives; Ctrl-C stops the workers at once and keeps what arrived."""
+        todo = [(seed, c) for seed, c in todo if self.store.score(c.config, seed) is None]
+        if workers <= 1 or len(todo) <= 1:
+            for seed, contender in todo:
+                self.run(contender, seed)
+                if advance is not None:
+                    advance(contender.label, seed)
+            return
+        import multiprocessing
+
+        jobs = [(index, contender.config.to_dict(), self.fidelity.to_dict(), seed, self.with_test)
+                for index, (seed, contender) in enumerate(todo)]
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)), initializer=_quiet_worker)
+        try:
+            for index, accuracy, test_accuracy, diverged, seconds in pool.imap_unordered(_train_job, jobs):
+                seed, contender = todo[index]
+                self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy)
+                self.trained += 1
+                if advance is not None:
+                    advance(contender.label, seed)
+            pool.close()
+        finally:
+            pool.terminate()  # Ctrl-C or an error: no worker outlives the call
+            pool.join()
+
+    def scores(self, contender: Contender, seeds: Sequence[int]) -> list[float]:
+        values = [self.store.score(contender.config, seed) for seed in seeds]
+        if any(v is None for v in values):
+            raise AssertionError(f"{contender.label}: not every seed is trained yet")
+        return [float(v) for v in values if v is not None]
+
+    def test_scores(self, contender: Contender, seeds: Sequence[int]) -> list[float]:
+        return [v for v in (self.store.test_score(contender.config, seed) for seed in seeds) if v is not None]
+
+    def images_evaluated(self) -> int:
+        from nas.evaluation.data import load_data
+
+        return len(load_data(self.fidelity.data).split(self.fidelity.split)[1])
 
 
 @dataclass(frozen=True)
@@ -228,3 +326,44 @@ def verdict(results: Sequence[ContenderResult], reference: int, fidelity: Fideli
     return (f"{best.contender.label} ({best.contender.mflops:.1f} MFLOPs) {100 * best.mean:.2f}% +- {100 * best.sd:.2f} beats "
             f"{ref.contender.label} {100 * ref.mean:.2f}% +- {100 * ref.sd:.2f} by {100 * (best.gap or 0):.2f} points, "
             f"p = {best.p_value:.3g}, {at}")
+
+
+def _quiet_worker() -> None:
+    """A pool worker: one torch thread (as a search's workers), Ctrl-C left to the parent."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def _recipe(fidelity: Fidelity) -> Any:
+    from nas.evaluation.training import Recipe
+
+    return Recipe(epochs=fidelity.epochs, batch_size=fidelity.batch_size, resolution=fidelity.resolution,
+                  train_size=fidelity.train_size)
+
+
+@lru_cache(maxsize=2)
+def _prepared(fidelity: Fidelity, with_test: bool) -> tuple[Any, Any]:
+    """Training tensors and the evaluated split (and the test split), once per process and fidelity."""
+    from nas.evaluation.data import load_data
+    from nas.evaluation.training import evaluated_on_split, prepare_data
+
+    dataset = load_data(fidelity.data)
+    data = prepare_data(dataset, _recipe(fidelity))
+    test = evaluated_on_split(data, dataset, "test") if with_test else None
+    return evaluated_on_split(data, dataset, fidelity.split), test
+
+
+def _train_job(job: tuple[int, dict[str, Any], dict[str, Any], int, bool]) -> tuple[int, float, float | None, bool, float]:
+    """One (config, seed) run, here or in a pool worker: (index, accuracy, test accuracy, diverged, seconds)."""
+    from nas.evaluation.training import evaluate, train_config
+
+    index, config, fidelity_dict, seed, with_test = job
+    fidelity = Fidelity(**fidelity_dict)
+    data, test = _prepared(fidelity, with_test)
+    result = train_config(ShuffleNetConfig.from_dict(config), data, _recipe(fidelity), seed=seed)
+    test_accuracy = float(evaluate(result.model, test.val_images, test.val_labels)) if test is not None else None
+    return index, float(result.accuracy), test_accuracy, bool(result.diverged), float(result.seconds)

@@ -6,8 +6,11 @@ Specs accepted by ``--data``:
 - ``imagefolder:PATH``: one sub-folder per class (the ImageNet layout); if PATH holds
   ``train/`` and ``val/`` (or ``test/``) those are the splits, else a test split is carved;
 - ``cifar10:PATH``: the CIFAR-10 "python version" batches.
-A validation split is always carved (stratified, seeded) from the training images; the test
-split is kept for final reports only.
+A validation split is always carved (stratified, seeded) from the training images; the search
+scores candidates on it. A selection split, which no search sees, is where ``nas final``
+chooses its answer: the embedded data ships one (2k extra images), other data sets carve it
+from the training images (half the validation split's share). The test split is kept for
+final reports only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import numpy as np
 
 from nas.errors import UserError
 
-__all__ = ["Dataset", "DEFAULT_DATA", "load_data", "validate_data_spec"]
+__all__ = ["Dataset", "DEFAULT_DATA", "SPLITS", "load_data", "validate_data_spec"]
+
+SPLITS = ("train", "val", "selection", "test")
 
 DEFAULT_DATA = "fashion-mnist"
 _EMBEDDED = Path(__file__).parents[1] / "data" / "fashion_mnist_subset.npz"
@@ -43,6 +48,14 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     class_names: tuple[str, ...]
+    selection_images: np.ndarray
+    selection_labels: np.ndarray
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of one split: "train", "val", "selection" or "test"."""
+        if name not in SPLITS:
+            raise UserError(f"unknown split {name!r}; one of {', '.join(SPLITS)}")
+        return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
 
     @property
     def num_classes(self) -> int:
@@ -59,7 +72,7 @@ class Dataset:
     def describe(self) -> str:
         return (
             f"{self.spec}: {len(self.train_labels)} train / {len(self.val_labels)} val / "
-            f"{len(self.test_labels)} test images, {self.num_classes} classes, "
+            f"{len(self.selection_labels)} selection / {len(self.test_labels)} test images, {self.num_classes} classes, "
             f"{self.in_channels}x{self.image_size}x{self.image_size}"
         )
 
@@ -99,14 +112,25 @@ def load_data(spec: str = DEFAULT_DATA, *, val_fraction: float = 1 / 6, seed: in
 @lru_cache(maxsize=4)
 def _load(spec: str, val_fraction: float, seed: int, image_size: int) -> Dataset:
     kind, _, path = spec.partition(":")
-    if kind == "fashion-mnist":
-        train_x, train_y, test_x, test_y = _fashion_full() if path == "full" else _fashion_embedded()
+    shipped_selection: tuple[np.ndarray, np.ndarray] | None = None
+    if kind == "fashion-mnist" and path != "full":
+        train_x, train_y, test_x, test_y, *selection = _fashion_embedded()
+        shipped_selection = (selection[0], selection[1])
+        classes = FASHION_CLASSES
+    elif kind == "fashion-mnist":
+        train_x, train_y, test_x, test_y = _fashion_full()
         classes = FASHION_CLASSES
     elif kind == "cifar10":
         train_x, train_y, test_x, test_y, classes = _cifar10(Path(path))
     else:
         train_x, train_y, test_x, test_y, classes = _image_folder(Path(path), image_size, seed)
     train_index, val_index = stratified_split(train_y, val_fraction, seed)
+    if shipped_selection is not None:
+        selection_x, selection_y = shipped_selection
+    else:  # carved after the validation split, so val is the same images as before selection existed
+        kept, carved = stratified_split(train_y[train_index], val_fraction / 2 / (1 - val_fraction), seed + 1)
+        selection_x, selection_y = train_x[train_index[carved]], train_y[train_index[carved]]
+        train_index = train_index[kept]
     return Dataset(
         spec=spec,
         train_images=train_x[train_index],
@@ -116,6 +140,8 @@ def _load(spec: str, val_fraction: float, seed: int, image_size: int) -> Dataset
         test_images=test_x,
         test_labels=test_y,
         class_names=tuple(classes),
+        selection_images=selection_x,
+        selection_labels=selection_y,
     )
 
 
@@ -143,6 +169,8 @@ def _fashion_embedded() -> tuple[np.ndarray, ...]:
             archive["train_labels"].astype(np.int64),
             archive["test_images"][:, None],
             archive["test_labels"].astype(np.int64),
+            archive["selection_images"][:, None],
+            archive["selection_labels"].astype(np.int64),
         )
 
 

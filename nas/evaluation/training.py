@@ -26,7 +26,7 @@ from shufflenet_core import ShuffleNetConfig, build_model
 from shufflenet_core.model import ShuffleNetV1, ShuffleUnit
 
 __all__ = [
-    "PreparedData", "Recipe", "TrainResult", "evaluate", "evaluated_on_test_split", "prepare_data", "proxy_config",
+    "PreparedData", "Recipe", "TrainResult", "evaluate", "evaluated_on_split", "prepare_data", "proxy_config",
     "train_config",
 ]
 
@@ -138,13 +138,16 @@ def prepare_data(dataset: Dataset, recipe: Recipe) -> PreparedData:
     return _prepare_cached(dataset, recipe.resolution, recipe.train_size, recipe.val_size)
 
 
-def evaluated_on_test_split(data: PreparedData, dataset: Dataset) -> PreparedData:
-    """The same training tensors, but accuracy measured on the data set's test split (which no
-    search uses), normalised like the training images."""
+def evaluated_on_split(data: PreparedData, dataset: Dataset, split: str) -> PreparedData:
+    """The same training tensors, accuracy measured on another split of ``dataset`` ("val",
+    "selection" or "test"), normalised like the training images."""
     assert data.mean is not None and data.std is not None, "prepare_data records the normalisation"
-    test = (_to_tensor(dataset.test_images, data.resolution) - data.mean) / data.std
+    if split == "val" and data.evaluated_on == "val":
+        return data
+    images, labels = dataset.split(split)
+    held_out = (_to_tensor(images, data.resolution) - data.mean) / data.std
     return dataclasses.replace(
-        data, val_images=test.contiguous(), val_labels=torch.from_numpy(dataset.test_labels).long(), evaluated_on="test"
+        data, val_images=held_out.contiguous(), val_labels=torch.from_numpy(labels).long(), evaluated_on=split
     )
 
 

@@ -143,6 +143,18 @@ def select_best(
     return choice.record
 
 
+def describe_choice(record: TrialRecord, info: StudyInfo) -> str:
+    """Why ``--best`` took this trial: the final stage's answer, or the search's ranking."""
+    from nas.results import final_answer
+
+    answer = final_answer(info)
+    if answer is not None and answer.get("answer_trial") == record.number:
+        return f"best trial: #{record.number}, the answer of the study's final stage ({answer.get('verdict', '')})"
+    kind = "trained accuracy" if info.trained else "zero-cost score, not a trained accuracy"
+    return (f"best trial: #{record.number}, ranked by {info.quality} ({kind}) {record.score:.4f} "
+            f"at {record.mflops or 0:.2f} MFLOPs")
+
+
 # --- the output folder ----------------------------------------------------------------------
 
 
@@ -365,9 +377,7 @@ def run_export(
             records, info, budget_macs=request.budget_macs, latency_budget_ms=request.latency_budget_ms,
             budget_label=request.budget_label,
         )
-        kind = "trained accuracy" if info.trained else "zero-cost score, not a trained accuracy"
-        log(f"best trial: #{record.number}, ranked by {info.quality} ({kind}) {record.score:.4f} "
-            f"at {record.mflops or 0:.2f} MFLOPs")
+        log(describe_choice(record, info))
     assert record.config is not None
     model, config, weights = _weights_for(record, info, url, request, train, log)
     onnx_info: dict[str, Any] | None = None

@@ -74,6 +74,7 @@ def build_card(
             "study": info.name,
             "trial": record.number,
             "selection": _selection_text(request),
+            "final_stage": _final_stage(record, info),
             "seed": info.attrs.get(keys.SEED),
             "study_budget": info.budget_label or (None if info.budget_macs is None else f"{info.budget_macs} MACs"),
             "preset": record.preset,
@@ -157,6 +158,14 @@ def _pytorch_section(files: Sequence[str]) -> dict[str, Any] | None:
     return {"weights": "model.pt", "config": "config.json", "load": "shufflenet_core.load(folder)"}
 
 
+def _final_stage(record: TrialRecord, info: StudyInfo) -> str | None:
+    """The final stage's verdict when this trial is its answer (``nas final``)."""
+    from nas.results import final_answer
+
+    answer = final_answer(info)
+    return answer.get("verdict") if answer is not None and answer.get("answer_trial") == record.number else None
+
+
 def _selection_text(request: ExportRequest) -> str:
     if request.trial is not None:
         return f"--trial {request.trial}"
@@ -184,6 +193,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"Exported by {prov['exported_with']} on {prov['exported_at']} from trial {prov['trial']} "
         f"of study `{prov['study']}` ({prov['selection']}).",
         "",
+        *([f"Chosen by the study's final stage (`nas final`): {prov['final_stage']}", ""] if prov.get("final_stage") else []),
         "## Architecture and cost",
         "",
         "| | |",

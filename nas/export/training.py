@@ -37,7 +37,7 @@ def train_for_export(
     """
 
     from nas.evaluation.data import load_data
-    from nas.evaluation.training import Recipe, evaluate, evaluated_on_test_split, prepare_data, train_config
+    from nas.evaluation.training import Recipe, evaluate, evaluated_on_split, prepare_data, train_config
     from shufflenet_core import build_model
 
     dataset = load_data(data_spec)
@@ -55,7 +55,7 @@ def train_for_export(
     if result.diverged:
         raise UserError(f"training diverged after {len(result.val_accuracy_per_epoch)} epoch(s); nothing exported")
 
-    test = evaluated_on_test_split(data, dataset)
+    test = evaluated_on_split(data, dataset, "test")
     assert data.mean is not None and data.std is not None
     test_labels = test.val_labels
     test_accuracy = evaluate(result.model, test.val_images, test_labels)

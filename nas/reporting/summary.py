@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from nas import records as R
 from nas.records import StudyInfo, TrialRecord
-from nas.results import best_trial, seed_noise, study_front, ties_with_best
+from nas.results import best_trial, final_answer, seed_noise, study_front, ties_with_best
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -126,12 +126,15 @@ def _print_study(console: Console, outcome: StudyOutcome, storage_shown: str) ->
         f"at {best.mflops or 0:.2f} MFLOPs ({knob_summary(best)})",
         highlight=False,
     )
+    answer = final_answer(info)
     noise = seed_noise(records, info)
-    if noise:
+    if answer is not None:
+        console.print(f"final stage: {escape(str(answer.get('verdict', '')))}", highlight=False, soft_wrap=True)
+    elif noise:
         tied = ties_with_best(records, info, noise)
         console.print(
             f"seed noise ~{noise:.4f}: gaps smaller than that are ties; {len(tied)} front trial(s) tie with the best "
-            f"({', '.join('#' + str(r.number) for r in tied)}); --seeds N trains each candidate N times",
+            f"({', '.join('#' + str(r.number) for r in tied)}); `nas final` races them at a higher fidelity",
             highlight=False,
         )
     presets = [r for r in records if r.preset and r.score is not None]

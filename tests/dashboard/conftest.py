@@ -25,7 +25,8 @@ class Storage:
 
 
 def _search(path: Path, study: str, *args: str) -> Storage:
-    done = run_nas("search", "--budget", "40M", "--storage", str(path), "--study", study, "--seed", "0", *args, timeout=1200)
+    done = run_nas("search", "--final", "0", "--budget", "40M", "--storage", str(path), "--study", study, "--seed", "0", *args,
+                   timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return Storage(path, study)
 

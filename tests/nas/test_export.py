@@ -443,7 +443,7 @@ def test_search_keep_weights_then_export_best(nas, tmp_path: Path) -> None:
     db = tmp_path / "search.db"
     searched = nas("search", "--budget", "40M", "--n-trials", "3", "--storage", str(db), "--study", "e2e", "--seed", "0",
                    "--evaluator", "proxy", "--epochs", "1", "--train-size", "256", "--val-size", "128", "--keep-weights",
-                   "--runs-dir", str(tmp_path / "runs"), "--quiet", cwd=tmp_path)
+                   "--runs-dir", str(tmp_path / "runs"), "--quiet", "--final", "0", cwd=tmp_path)
     assert searched.returncode == 0, searched.stderr
     out = tmp_path / "model"
     exported = nas("export", "--storage", str(db), "--study", "e2e", "--best", "--budget", "40M", "--out", str(out),

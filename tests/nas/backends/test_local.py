@@ -24,7 +24,7 @@ from nas.records import load_records
 from tests.conftest import REPO_ROOT
 
 # Trials of a few seconds each, so that a worker is mid-trial when it is killed.
-SEARCH = ["search", "--budget", "40M", "--train-size", "3000", "--val-size", "100", "--no-presets", "--threads", "1",
+SEARCH = ["search", "--final", "0", "--budget", "40M", "--train-size", "3000", "--val-size", "100", "--no-presets", "--threads", "1",
           "--quiet", "--workers", "2", "--start-trials", "0"]
 
 

@@ -19,7 +19,7 @@ from nas.errors import UserError
 from tests.conftest import REPO_ROOT, run_nas
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-TINY = ["--epochs", "3", "--train-size", "600", "--val-size", "200", "--batch-size", "32", "--no-presets", "-q"]
+TINY = ["--epochs", "3", "--train-size", "600", "--val-size", "200", "--batch-size", "32", "--no-presets", "-q", "--final", "0"]
 """Small enough for seconds per trial, big enough that epoch-1 accuracies differ (so ASHA has something to stop)."""
 
 
@@ -184,7 +184,7 @@ def test_killed_worker_is_retried_and_search_finishes(ray_head, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "nas.cli", "search", "--backend", "ray", "--ray-address", address, "--n-trials", "3",
          "--max-concurrent", "1", "--no-early-stopping", "--storage", str(db), "--runs-dir", str(tmp_path / "runs"),
-         "--epochs", "3", "--train-size", "1200", "--val-size", "100", "--no-presets", "-q"],
+         "--epochs", "3", "--train-size", "1200", "--val-size", "100", "--no-presets", "-q", "--final", "0"],
         cwd=REPO_ROOT, env={**os.environ, **RAY_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     victim = None

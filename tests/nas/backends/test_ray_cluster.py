@@ -31,7 +31,7 @@ for desktop platforms; the head records it)."""
 
 N_TRIALS = 8
 SEARCH = [
-    "search", "--backend", "ray", "--n-trials", str(N_TRIALS), "--max-concurrent", "2", "--no-early-stopping",
+    "search", "--final", "0", "--backend", "ray", "--n-trials", str(N_TRIALS), "--max-concurrent", "2", "--no-early-stopping",
     "--epochs", "3", "--train-size", "1200", "--val-size", "100", "--batch-size", "32", "--no-presets", "-q",
 ]
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -14,7 +10,7 @@ import pytest
 
 from nas import records as R
 from shufflenet_core import get_preset
-from tests.conftest import REPO_ROOT
+from tests.conftest import interrupt_when
 
 TINY = ["--epochs", "1", "--train-size", "300", "--batch-size", "50"]
 CONFIGS = ["shufflenet_v1_0.5x_g3", "shufflenet_v1_0.5x_g3+noshuffle", "g3,b0.5,d2-4-2"]
@@ -103,14 +99,8 @@ def test_study_trial_that_does_not_exist_is_one_line(nas, tmp_path) -> None:
 def test_ctrl_c_keeps_what_finished_and_the_same_command_finishes_the_rest(nas, tmp_path) -> None:
     db = tmp_path / "c.db"
     args = ["compare", *CONFIGS[:2], "--epochs", "1", "--train-size", "2000", "--seeds", "3", "--storage", str(db)]
-    run = subprocess.Popen([sys.executable, "-m", "nas.cli", *args, "--quiet"], cwd=REPO_ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (not db.exists() or not _stored_count(db)):
-        assert run.poll() is None, run.communicate()
-        time.sleep(0.2)
-    run.send_signal(signal.SIGINT)
-    out, err = run.communicate(timeout=120)
+    run = interrupt_when([*args, "--quiet"], lambda: db.exists() and _stored_count(db) > 0)
+    out, err = run.stdout_text, run.stderr_text
     assert run.returncode == 130, (out, err)
     assert "the same command trains only the rest" in err and "Traceback" not in err
     kept = _stored_count(db)

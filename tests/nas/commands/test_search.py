@@ -17,7 +17,7 @@ from shufflenet_core import ShuffleNetConfig, complexity
 
 from tests.conftest import REPO_ROOT
 
-TINY = ["--train-size", "200", "--val-size", "100", "--batch-size", "50", "--no-presets", "--threads", "1"]
+TINY = ["--train-size", "200", "--val-size", "100", "--batch-size", "50", "--no-presets", "--threads", "1", "--final", "0"]
 
 
 def load(db: Path, name: str) -> optuna.Study:
@@ -128,7 +128,7 @@ def test_interrupted_search_resumes_without_losing_trials(tmp_path, sig) -> None
     trials = 10
     args = [sys.executable, "-m", "nas.cli", "search", "--budget", "40M", "--n-trials", str(trials), "--storage", str(db),
             "--study", "killed", "--workers", "1", "--train-size", "1500", "--val-size", "100", "--no-presets",
-            "--threads", "1", "--quiet"]
+            "--threads", "1", "--quiet", "--final", "0"]
     # Ctrl-C in a terminal: SIGINT at its default. A suite started in the background by a
     # non-interactive shell has SIGINT ignored, the search would inherit that and run to its end.
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

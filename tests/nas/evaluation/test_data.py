@@ -45,8 +45,9 @@ def test_image_folder_without_splits(tmp_path) -> None:
     data = load_data(f"imagefolder:{tmp_path / 'flat'}", image_size=32)
     assert data.class_names == ("bag", "shirt", "shoe")
     assert data.train_images.shape[1:] == (1, 32, 32)
-    total = len(data.train_labels) + len(data.val_labels) + len(data.test_labels)
+    total = len(data.train_labels) + len(data.val_labels) + len(data.selection_labels) + len(data.test_labels)
     assert total == 90 and len(data.test_labels) == 9
+    assert np.bincount(data.selection_labels).tolist() == [2, 2, 2]  # carved like val, at half its share
 
 
 def test_image_folder_with_train_and_val(tmp_path) -> None:
@@ -54,7 +55,8 @@ def test_image_folder_with_train_and_val(tmp_path) -> None:
     _save_pngs(tmp_path / "split" / "train", fashion, 20)
     _save_pngs(tmp_path / "split" / "val", fashion, 5)
     data = load_data(f"imagefolder:{tmp_path / 'split'}", image_size=28)
-    assert len(data.test_labels) == 15 and len(data.train_labels) + len(data.val_labels) == 60
+    assert len(data.test_labels) == 15
+    assert len(data.train_labels) + len(data.val_labels) + len(data.selection_labels) == 60
     assert np.array_equal(data.test_images[0, 0], fashion.test_images[np.flatnonzero(fashion.test_labels == 2)[0], 0])
 
 
@@ -107,3 +109,27 @@ def test_image_folder_needs_classes(tmp_path) -> None:
     (tmp_path / "only").mkdir()
     with pytest.raises(UserError, match="one sub-folder per class"):
         load_data(f"imagefolder:{tmp_path}")
+
+
+def test_the_embedded_selection_split_is_images_no_other_split_holds() -> None:
+    from nas.evaluation import data as data_module
+
+    with np.load(data_module._EMBEDDED) as archive:
+        selection = set(archive["selection_indices"].tolist())
+        assert len(selection) == 2000 and selection.isdisjoint(archive["train_indices"].tolist())
+    fashion = load_data("fashion-mnist")
+    assert np.bincount(fashion.selection_labels).tolist() == [200] * 10
+    assert len(fashion.train_labels) == 10_000 and len(fashion.val_labels) == 2000  # the search's splits are unchanged
+    images, labels = fashion.split("selection")
+    assert images is fashion.selection_images and labels is fashion.selection_labels
+
+
+def test_a_carved_selection_split_leaves_the_validation_images_as_they_were(tmp_path) -> None:
+    fashion = load_data("fashion-mnist")
+    _write_cifar(tmp_path / "cifar", fashion)
+    data = load_data(f"cifar10:{tmp_path / 'cifar'}")
+    pool_labels = np.array(fashion.test_labels[:500])
+    _, val_index = stratified_split(pool_labels, 1 / 6, 0)
+    assert np.array_equal(data.val_labels, pool_labels[val_index])
+    assert len(data.train_labels) + len(data.val_labels) + len(data.selection_labels) == 500
+    assert 30 <= len(data.selection_labels) <= 50

@@ -17,7 +17,7 @@ from nas.results import best_trial, study_front
 from tests.conftest import REPO_ROOT
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "studies-0.1.0.db"
-PROXY_ARGS = ["--budget", "40M", "--seed", "1", "--epochs", "2", "--train-size", "300", "--val-size", "100",
+PROXY_ARGS = ["--final", "0", "--budget", "40M", "--seed", "1", "--epochs", "2", "--train-size", "300", "--val-size", "100",
               "--batch-size", "50", "--workers", "1", "--quiet"]
 
 
