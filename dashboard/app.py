@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script by Streamlit: make the reposito
 import streamlit as st
 
 from dashboard.data import LoadError, StudyData, actions_from_env, load_study_data, storage_from_env, trial_counts
-from dashboard.views import render_design_space, render_pareto, render_summary, render_trial_detail
+from dashboard.views import render_design_space, render_final_stage, render_pareto, render_summary, render_trial_detail
 from nas.storage import DEFAULT_STORAGE_PATH
 
 NO_STUDY_HINT = "run `nas search --budget 140M --study NAME --storage PATH` to create one"
@@ -91,6 +91,7 @@ def _body(storage: str, can_act: bool) -> None:
                    "to see them.")
         studies_with_results = [d for d in studies_with_results if d.quality == quality]
     render_pareto(studies_with_results)
+    render_final_stage(studies_with_results)
     render_trial_detail(studies_with_results, storage, can_act=can_act)
     render_design_space(studies_with_results)
 

@@ -100,7 +100,7 @@ def list_studies(storage: str | None) -> list[str]:
 
     handle = _open(storage)
     try:
-        return list_study_names(handle)
+        return list_study_names(handle, comparisons=False)
     except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds on a damaged file
         raise LoadError(f"cannot list the studies in the storage: {_first_line(error)}") from None
 
@@ -114,7 +114,10 @@ def trial_counts(storage: str | None) -> dict[str, int]:
         summaries = optuna.study.get_all_study_summaries(handle, include_best_trial=False)
     except Exception as error:  # noqa: BLE001
         raise LoadError(f"cannot list the studies in the storage: {_first_line(error)}") from None
-    return {summary.study_name: summary.n_trials for summary in summaries}
+    from nas.storage import is_comparison_study
+
+    # Result studies of `nas compare` / `nas final` are not searches: their results show with the study raced.
+    return {summary.study_name: summary.n_trials for summary in summaries if not is_comparison_study(summary.user_attrs)}
 
 
 def load_study_data(storage: str | None, name: str) -> StudyData:

@@ -7,6 +7,7 @@ come from :mod:`nas.analysis`; this module only draws them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -31,6 +32,7 @@ __all__ = [
     "config_summary",
     "edf_figure",
     "empty_figure",
+    "finalists_figure",
     "hypervolume_figure",
     "importance_figure",
     "knob_figure",
@@ -276,6 +278,37 @@ def learning_curve_figure(record: TrialRecord) -> go.Figure:
     figure = go.Figure(go.Scatter(x=list(range(1, len(curve) + 1)), y=[100 * v for v in curve], mode="lines+markers"))
     figure.update_layout(title=f"Learning curve of {record.study} #{record.number}", xaxis_title="epoch",
                          yaxis_title="validation accuracy (%)", margin=dict(t=60, b=40, l=60, r=20))
+    return figure
+
+
+def finalists_figure(verdict: Mapping[str, Any]) -> go.Figure:
+    """The final stage (``nas final``): each finalist's search score (x) against its mean
+    accuracy on fresh seeds and the selection split (y, +- sd), the reference as a line."""
+    rows = list(verdict["finalists"])
+    reference = next(row for row in rows if row["gap"] is None)
+    fidelity = verdict["fidelity"]
+    figure = go.Figure()
+    for row in rows:
+        is_answer = row["label"] == verdict["answer_label"]
+        x = None if row["proxy_score"] is None else 100 * float(row["proxy_score"])
+        figure.add_trace(go.Scatter(
+            x=[x], y=[100 * float(row["mean"])], mode="markers+text", name=row["label"], text=[row["label"]],
+            textposition="top center",
+            error_y=dict(type="data", array=[100 * float(row["sd"])], visible=True),
+            marker=dict(size=14 if is_answer else 10, symbol="star" if is_answer else "circle"),
+            hovertext=(f"{row['label']}<br>final {100 * row['mean']:.2f}% +- {100 * row['sd']:.2f} over "
+                       f"{len(row['scores'])} seeds" + ("" if row["p_value"] is None else f"<br>p = {row['p_value']:.3g}")),
+            hoverinfo="text",
+        ))
+    figure.add_hline(y=100 * float(reference["mean"]), line_dash="dot",
+                     annotation_text=f"reference {reference['label']}", annotation_position="bottom right")
+    figure.update_layout(
+        title=(f"Final stage: {fidelity['epochs']} epoch(s) on "
+               f"{'all' if fidelity['train_size'] is None else fidelity['train_size']} training images, "
+               f"{len(verdict['final_seeds'])} fresh seeds"),
+        xaxis_title="search score (%) (proxy, one run)", yaxis_title="final accuracy (%) on the selection split",
+        showlegend=False, margin=dict(t=60, b=40, l=60, r=20),
+    )
     return figure
 
 

@@ -13,13 +13,15 @@ import streamlit as st
 
 from nas.analysis import dominates, objective_value, reference_point
 from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, SKIPPED, WEIGHTS_PATH, TrialRecord
-from nas.results import study_front
+from nas.results import final_answer, study_front
 from nas.storage import resolve_storage_url
 
 from . import actions, figures
 from .data import StudyData, device_name
 
-__all__ = ["render_design_space", "render_pareto", "render_summary", "render_trial_detail", "show_figure"]
+__all__ = [
+    "render_design_space", "render_final_stage", "render_pareto", "render_summary", "render_trial_detail", "show_figure",
+]
 
 _X_LABELS = {"MFLOPs": "mflops", "latency (ms)": "latency_ms", "parameters (M)": "mparams"}
 _CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -102,6 +104,23 @@ def render_pareto(studies: Sequence[StudyData]) -> None:
                "Stars: the paper's presets under the same recipe. Click a point to open that trial below.")
     _remember_selection(event)
     _render_preset_verdicts(shown, x_axis)
+
+
+def render_final_stage(studies: Sequence[StudyData]) -> None:
+    """The final stage's race (``nas final`` / ``nas search --final``), where a study has one."""
+    raced = [(data, answer) for data in studies if (answer := final_answer(data.info)) is not None]
+    if not raced:
+        return
+    st.subheader("Final stage")
+    for data, answer in raced:
+        fidelity = answer["fidelity"]
+        images = "all" if fidelity["train_size"] is None else fidelity["train_size"]
+        st.markdown(f"**{data.name}**: {answer['verdict']}")
+        st.caption(f"Fidelity: {fidelity['epochs']} epoch(s) on {images} training images of {fidelity['data']} at "
+                   f"{fidelity['resolution']} px; accuracy on the selection split ({answer['selection_images']} images "
+                   f"no search saw), {len(answer['final_seeds'])} fresh seeds; smallest reachable p "
+                   f"{answer['smallest_reachable_p']:.2g}. Stars mark the answer, the dotted line the reference.")
+        show_figure(figures.finalists_figure(answer), f"final_stage_{data.name}", f"final-{data.name}")
 
 
 def _render_preset_verdicts(studies: Sequence[StudyData], x_axis: str) -> None:

@@ -214,4 +214,8 @@ def final_stage_after_search(console: Console, outcome: SearchOutcome, finalists
             every_study_answered = False
             continue
         console.print(escape(verdict["verdict"]), highlight=False, soft_wrap=True)
+        if verdict["answer_trial"] is not None:
+            console.print(f"[dim]next: nas export --storage {escape(describe_storage(outcome.storage_url))} --study "
+                          f"{escape(info.name)} --best --out model/ (exports the answer, trial {verdict['answer_trial']})[/dim]",
+                          highlight=False, soft_wrap=True)
     return every_study_answered

@@ -32,14 +32,18 @@ def list_runs(
     from nas.records import load_records, study_info
     from nas.reporting.summary import state_counts
     from nas.results import best_trial
-    from nas.storage import open_storage
+    from nas.storage import is_comparison_study, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage or str(runs_dir / "shufflenas.db"), create=False)
     table = Table(title="studies")
     for column in ("study", "budget", "objectives", "complete", "pruned", "failed", "lost", "running", "waiting", "best"):
         table.add_column(column)
+    comparisons = 0
     for summary in store.get_all_studies():
+        if is_comparison_study(summary.user_attrs):
+            comparisons += 1
+            continue
         study = optuna.load_study(study_name=summary.study_name, storage=store)
         records = load_records(study)
         info = study_info(study)
@@ -50,7 +54,11 @@ def list_runs(
             info.name, info.budget_label or "", ",".join(info.objectives),
             *(str(counts.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL", "LOST", "RUNNING", "WAITING")), best_text,
         )
-    output_console().print(table)
+    console = output_console()
+    console.print(table)
+    if comparisons:
+        console.print(f"and {comparisons} result stud{'y' if comparisons == 1 else 'ies'} of `nas compare` / `nas final` "
+                      "(one per fidelity; a search's verdict shows in `nas runs show`)", highlight=False)
 
 
 @runs_app.command("show")

@@ -19,6 +19,9 @@ HELP = "\n\n".join([
     "Accuracy (default --evaluator proxy): one epoch of real training on the embedded Fashion-MNIST subset (10k "
     "train / 2k validation images) at 32x32; see `nas proxy-check` for how well this ranks configs. --evaluator "
     "zero-cost scores configs with synflow, no training.",
+    "Then, with the proxy evaluator, a final stage (--final K, sized to --final-time) races the top K front configs "
+    "and the paper's best preset in budget on fresh seeds and on images no search saw, and ends with one answer "
+    "line; `nas export --best` takes that answer. See `nas final --help`.",
     "--n-trials counts trials that finished: complete, pruned, or failed on their own. A trial lost to a worker "
     "that died, or to Ctrl-C, does not count: it runs again, and a dead worker is replaced (--worker-restarts).",
     "Exit codes: 0 every study reached --n-trials (or --timeout ended the run); 1 every trial of a study failed, "

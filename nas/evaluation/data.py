@@ -1,7 +1,7 @@
 """Real images for proxy training, held in memory as tensors (no per-sample Python).
 
 Specs accepted by ``--data``:
-- ``fashion-mnist`` (default): a 12k/2k subset of Fashion-MNIST shipped with the package;
+- ``fashion-mnist`` (default): a 12k/2k/2k (train+val / selection / test) subset of Fashion-MNIST shipped with the package;
 - ``fashion-mnist:full``: all 60k/10k images from Debian's ``dataset-fashion-mnist`` files;
 - ``imagefolder:PATH``: one sub-folder per class (the ImageNet layout); if PATH holds
   ``train/`` and ``val/`` (or ``test/``) those are the splits, else a test split is carved;

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "GRACE_PERIOD_S",
     "HEARTBEAT_INTERVAL_S",
     "describe_storage",
+    "is_comparison_study",
     "list_study_names",
     "load_study",
     "open_storage",
@@ -201,19 +202,31 @@ def _rdb_storage(url: str, shown: str, **kwargs: Any) -> optuna.storages.RDBStor
     raise AssertionError("unreachable")
 
 
-def list_study_names(storage: optuna.storages.BaseStorage) -> list[str]:
-    return [summary.study_name for summary in storage.get_all_studies()]
+def list_study_names(storage: optuna.storages.BaseStorage, *, comparisons: bool = True) -> list[str]:
+    """Study names, oldest first; ``comparisons=False`` leaves out the result studies of
+    ``nas compare`` / ``nas final`` (they hold training runs, not a search)."""
+    return [summary.study_name for summary in storage.get_all_studies()
+            if comparisons or not is_comparison_study(summary.user_attrs)]
+
+
+def is_comparison_study(user_attrs: Mapping[str, Any]) -> bool:
+    from nas.records import COMPARE_FIDELITY
+
+    return COMPARE_FIDELITY in user_attrs
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
-    """An existing study by name; with ``name=None``, the only (or newest) one."""
+    """An existing study by name; with ``name=None``, the only (or newest) search study."""
     import optuna
 
     names = list_study_names(storage)
     if not names:
         raise UserError("the storage holds no study yet; run `nas search` first")
     if name is None:
-        name = names[-1]
+        searches = list_study_names(storage, comparisons=False)
+        if not searches:
+            raise UserError("the storage holds no search study; give --study")
+        name = searches[-1]
     elif name not in names:
         raise UserError(f"no study named {name!r}; the storage holds: {', '.join(names)}")
     return optuna.load_study(study_name=name, storage=storage)

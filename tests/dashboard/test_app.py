@@ -227,3 +227,33 @@ def test_dashboard_and_cli_show_the_same_front_when_configs_are_re_proposed(monk
     assert any(f"front of {len(cli_front)} ·" in caption.value for caption in app.caption), [c.value for c in app.caption]
     (front,) = _front_traces(_chart(app, "pareto"))
     assert sorted(number for _, number in front["customdata"]) == cli_front
+
+
+def test_a_raced_study_shows_its_final_stage(monkeypatch, tmp_path, proxy_storage):
+    """After `nas final`, the page shows the verdict, its fidelity and each finalist's search
+    score against its final accuracy (with the seed spread as error bars)."""
+    import shutil
+
+    from nas.records import FINAL_ANSWER, study_info
+    from tests.conftest import run_nas
+
+    db = tmp_path / "raced.db"
+    shutil.copy(proxy_storage.path, db)
+    raced = run_nas("final", "--storage", str(db), "--study", proxy_storage.study, "--epochs", "1", "--train-size", "300",
+                    "--batch-size", "50", "--seeds", "2", "-k", "2", "--quiet")
+    assert raced.returncode == 0, raced.stderr
+    app = _run(monkeypatch, db)
+    assert "Final stage" in [h.value for h in app.subheader]
+    answer = study_info(load_study_data(str(db), proxy_storage.study).study).attrs[FINAL_ANSWER]
+    assert any(answer["verdict"] in m.value for m in app.markdown)
+    assert any("selection split (2000 images" in c.value for c in app.caption)
+    spec = _chart(app, f"final-{proxy_storage.study}")
+    assert len(spec["data"]) == len(answer["finalists"])
+    means = sorted(round(t["y"][0], 6) for t in spec["data"])
+    assert means == sorted(round(100 * row["mean"], 6) for row in answer["finalists"])
+    assert all(t["error_y"]["visible"] for t in spec["data"])
+
+
+def test_a_study_without_a_final_stage_has_no_such_section(monkeypatch, proxy_storage):
+    app = _run(monkeypatch, proxy_storage.path)
+    assert "Final stage" not in [h.value for h in app.subheader]

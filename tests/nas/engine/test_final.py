@@ -116,7 +116,8 @@ def test_when_nothing_beats_the_reference_the_verdict_says_so_and_answers_with_t
     truth = {cfgs[0].short_name: 0.80, cfgs[1].short_name: 0.79, g8.short_name: 0.80}
     verdict, _ = _race(records, truth, finalists=2, seeds=4)
     assert not verdict["beats_reference"] and verdict["answer_trial"] == 2
-    assert verdict["verdict"].startswith("no finalist beats the reference shufflenet_v1_1.0x_g8 (trial 2)")
+    assert verdict["verdict"].startswith("answer: the reference, since no finalist beats the reference "
+                                         "shufflenet_v1_1.0x_g8 (trial 2)")
 
 
 def test_two_seeds_cannot_reach_significance_and_the_verdict_says_how_close_it_can_get() -> None:
