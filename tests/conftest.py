@@ -84,8 +84,11 @@ def storage_of_kind(request, tmp_path):
 def interrupt_when(args: list[str], ready: Callable[[], bool], *, timeout: float = 300) -> subprocess.Popen:
     """Start ``nas ARGS``, send it Ctrl-C (SIGINT) once ``ready()`` holds, and wait for it to end;
     the finished process, its output in ``.stdout_text`` / ``.stderr_text``."""
+    # SIGINT at its default in the child: a suite started in the background (`cmd &`) runs with
+    # SIGINT ignored, which the child would inherit, and Ctrl-C would then never arrive.
     process = subprocess.Popen([sys.executable, "-m", "nas.cli", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not ready():
         assert process.poll() is None, process.communicate()
