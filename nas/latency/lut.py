@@ -152,6 +152,10 @@ class LatencyLUT:
             "calibration": self.calibration, "holdout": self.holdout, "entries": dict(sorted(self.entries.items())),
         }
 
+    def calibration_configs(self) -> list[ShuffleNetConfig]:
+        """The networks the overhead was fitted on (a validation must not reuse them)."""
+        return [ShuffleNetConfig.from_dict(row["config"]) for row in self.calibration if isinstance(row.get("config"), dict)]
+
     def holdout_report(self, tolerance: float = 0.10) -> ValidationReport:
         """The held-out networks of the build session, as a validation report."""
         return ValidationReport(tolerance, list(self.holdout))

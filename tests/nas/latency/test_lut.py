@@ -120,6 +120,17 @@ def test_holdout_configs_are_not_calibration_configs():
     assert {config.to_json() for config in sample_distinct(SMALL_SPACE.sample, 20, seed=1000)} & fitted
 
 
+def test_a_saved_table_knows_its_calibration_networks_so_validation_can_avoid_them(synthetic_lut):
+    """Regression: `nas latency validate` sampled with its own seed and could re-measure the
+    networks the table was fitted on (seed 1000 draws 4 of them here)."""
+    _, path = synthetic_lut
+    lut = LatencyLUT.load(path)
+    fitted = {config.to_json() for config in lut.calibration_configs()}
+    assert fitted == {config.to_json() for config in CALIBRATION}
+    drawn = sample_distinct(SMALL_SPACE.sample, 20, seed=1000, exclude=lut.calibration_configs())
+    assert len(drawn) == 20 and not {config.to_json() for config in drawn} & fitted
+
+
 def test_table_covers_every_unit_shape_stem_and_head_of_the_space(synthetic_lut):
     lut, _ = synthetic_lut
     covering = list(SMALL_SPACE.covering())
