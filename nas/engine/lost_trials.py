@@ -21,7 +21,12 @@ from nas.storage.optuna_adapter import planned_params, trial_id_of
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["lose_trial", "recover_lost_trials", "retry_lost_trial", "stale_trial_callback"]
+__all__ = ["fail_ownerless_trials", "lose_trial", "recover_lost_trials", "retry_lost_trial", "stale_trial_callback"]
+
+OWNERLESS_AFTER_S = 15.0
+"""A RUNNING trial that has not stored its worker's pid this long after it started was
+claimed by a worker that died before it recorded itself: a live worker records it within
+milliseconds (the first thing the trial runner does)."""
 
 
 def retry_lost_trial(
@@ -109,7 +114,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, *, max_attempts: int) -> list[int]:
+def fail_ownerless_trials(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, *, max_attempts: int,
+    older_than_s: float = OWNERLESS_AFTER_S, skip: int | None = None,
+) -> list[int]:
+    """Fail the RUNNING trials that never recorded their worker and started more than
+    ``older_than_s`` ago (a kill between the claim and the first attribute); their numbers.
+
+    Neither a pid check (no pid stored) nor Optuna's heartbeat (none recorded yet, or no
+    heartbeat on this storage) can find them. Such a trial proposed no config, so nothing is
+    run again: it is marked lost and another trial takes its place. ``skip``: the caller's own
+    trial, which is in that state right now.
+    """
+    import datetime
+
+    import optuna
+
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=older_than_s)
+    lost = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.number == skip or R.WORKER_PID in trial.user_attrs:
+            continue
+        if trial.datetime_start is None or trial.datetime_start > cutoff:
+            continue
+        reason = f"interrupted: its worker died while claiming it (no worker recorded after {older_than_s:g} s)"
+        if lose_trial(study, storage, trial, reason, max_attempts=max_attempts):
+            lost.append(trial.number)
+    return lost
+
+
+def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, *, max_attempts: int,
+                        ownerless_after_s: float = OWNERLESS_AFTER_S) -> list[int]:
     """Fail (and run again) the RUNNING trials nobody is working on; return their numbers.
 
     On this host a process id says it at once (kill -9, a crash); trials of other hosts are
@@ -125,6 +160,7 @@ def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
             continue
         if lose_trial(study, storage, trial, f"interrupted: its process (pid {pid}) ended", max_attempts=max_attempts):
             lost.append(trial.number)
+    lost += fail_ownerless_trials(study, storage, max_attempts=max_attempts, older_than_s=ownerless_after_s)
     with warnings.catch_warnings():  # experimental since Optuna 2.9; we rely on it knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

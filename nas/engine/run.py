@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from nas.engine.backend import Backend
 from nas.engine.display import Display, NullDisplay
+from nas.engine.lost_trials import OWNERLESS_AFTER_S, fail_ownerless_trials
 from nas.engine.outcome import (
     BackendReport,
     SearchOutcome,
@@ -65,8 +66,13 @@ def run_search(settings: SearchSettings, backend: Backend, display: Display | No
                 break
             plan = StudyPlan(settings, budget, study.study_name, settings.n_trials, counted, left)
             finished_before = {r.number for r in records if r.state in (COMPLETE, PRUNED, FAIL)}
+            run_started = time.monotonic()
             with display.study(plan, study_info(study), records) as feed:
                 report = backend.run(plan, study, storage, feed)
+            # A trial still ownerless after this whole run was claimed before it began by a worker
+            # that died at once (see lost_trials.OWNERLESS_AFTER_S): no worker will record itself now.
+            fail_ownerless_trials(study, storage, max_attempts=settings.max_attempts,
+                                  older_than_s=max(1.0, min(OWNERLESS_AFTER_S, time.monotonic() - run_started)))
             after = load_records(study)
             stopped = study.user_attrs.get(STOPPED_REASON)
             outcomes.append(
