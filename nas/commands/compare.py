@@ -49,16 +49,10 @@ def compare(
 ) -> None:
     from nas.budget import parse_budget
     from nas.errors import UserError
-    from nas.evaluation.comparison import Fidelity, parse_contender
+    from nas.evaluation.comparison import Fidelity, parse_contender, parse_train_size
     from nas.evaluation.data import validate_data_spec
 
-    if train_size.strip().lower() == "all":
-        images: int | None = None
-    elif train_size.strip().isdigit() and int(train_size) >= 10:
-        images = int(train_size)
-    else:
-        raise UserError(f"--train-size must be a number of images (>= 10) or 'all', got {train_size!r}")
-    fidelity = Fidelity(epochs=epochs, train_size=images, data=validate_data_spec(data), resolution=resolution,
+    fidelity = Fidelity(epochs=epochs, train_size=parse_train_size(train_size), data=validate_data_spec(data), resolution=resolution,
                         batch_size=batch_size, split=eval_on)
     budget_macs = parse_budget(budget)
     store_url = storage or str(runs_dir / "shufflenas.db")

@@ -55,12 +55,12 @@ def final(
     from nas import records as R
     from nas.backends.parallelism import default_workers
     from nas.engine.final import FinalSettings
-    from nas.evaluation.comparison import Fidelity
+    from nas.evaluation.comparison import Fidelity, parse_train_size
     from nas.evaluation.data import validate_data_spec
     from nas.records import study_info
     from nas.storage import load_study, open_storage
 
-    images = _train_size(train_size)
+    images = parse_train_size(train_size)
     store_url = storage or str(runs_dir / "shufflenas.db")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = open_storage(store_url, create=False)
@@ -101,16 +101,6 @@ def race(storage: optuna.storages.BaseStorage, search: optuna.Study, settings: F
         raise
     search.set_user_attr(R.FINAL_ANSWER, verdict)
     return {**verdict, "trained_now": runner.trained}
-
-
-def _train_size(text: str) -> int | None:
-    from nas.errors import UserError
-
-    if text.strip().lower() == "all":
-        return None
-    if text.strip().isdigit() and int(text) >= 10:
-        return int(text)
-    raise UserError(f"--train-size must be a number of images (>= 10) or 'all', got {text!r}")
 
 
 @contextmanager

@@ -116,15 +116,16 @@ def _pid_alive(pid: int) -> bool:
 
 def fail_ownerless_trials(
     study: optuna.Study, storage: optuna.storages.BaseStorage, *, max_attempts: int,
-    older_than_s: float = OWNERLESS_AFTER_S, skip: int | None = None,
+    older_than_s: float = OWNERLESS_AFTER_S,
 ) -> list[int]:
     """Fail the RUNNING trials that never recorded their worker and started more than
     ``older_than_s`` ago (a kill between the claim and the first attribute); their numbers.
 
     Neither a pid check (no pid stored) nor Optuna's heartbeat (none recorded yet, or no
     heartbeat on this storage) can find them. Such a trial proposed no config, so nothing is
-    run again: it is marked lost and another trial takes its place. ``skip``: the caller's own
-    trial, which is in that state right now.
+    run again: it is marked lost and another trial takes its place. Called when a run starts
+    (:func:`recover_lost_trials`) and when it ends (:func:`nas.engine.run.run_search`), not per
+    trial: an ownerless trial counts for nothing, so finding it later costs nothing.
     """
     import datetime
 
@@ -133,7 +134,7 @@ def fail_ownerless_trials(
     cutoff = datetime.datetime.now() - datetime.timedelta(seconds=older_than_s)
     lost = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.number == skip or R.WORKER_PID in trial.user_attrs:
+        if R.WORKER_PID in trial.user_attrs:
             continue
         if trial.datetime_start is None or trial.datetime_start > cutoff:
             continue

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas import records as R
 from nas.engine.early_stopping import HalvingRule
-from nas.engine.lost_trials import fail_ownerless_trials, retry_lost_trial
+from nas.engine.lost_trials import retry_lost_trial
 from nas.engine.settings import MAX_ATTEMPTS, Budget, LatencySettings, SearchSettings
 from nas.evaluation.base import AccuracyEvaluator, Evaluation
 from search_spaces import DesignSpace, suggest
@@ -83,10 +83,6 @@ class TrialRunner:
         trial.set_user_attr(R.WORKER_PID, os.getpid())
         trial.set_user_attr(R.WORKER_NAME, self.worker)
         trial.set_user_attr(R.BACKEND, self.backend)
-        # Only once this trial's owner is stored (the query would widen the window it closes): as
-        # Optuna fails heartbeat-stale trials before each trial, trials whose worker died before it
-        # recorded itself are found by time alone (see lost_trials.OWNERLESS_AFTER_S).
-        fail_ownerless_trials(trial.study, trial.storage, max_attempts=self.max_attempts, skip=trial.number)
         config = self.propose(trial)
         cost = complexity(config)
         trial.set_user_attr(R.CONFIG, config.to_dict())

@@ -37,6 +37,7 @@ __all__ = [
     "compare",
     "open_result_store",
     "parse_contender",
+    "parse_train_size",
     "smallest_reachable_p",
     "verdict",
 ]
@@ -119,6 +120,15 @@ def _config_from_dict(data: Any, text: str) -> ShuffleNetConfig:
         return ShuffleNetConfig.from_dict(data)
     except (TypeError, ValueError, KeyError) as error:
         raise UserError(f"config {text!r}: not a ShuffleNet config ({error})") from None
+
+
+def parse_train_size(text: str) -> int | None:
+    """``--train-size``: a number of images (>= 10), or "all" (None)."""
+    if text.strip().lower() == "all":
+        return None
+    if text.strip().isdigit() and int(text) >= 10:
+        return int(text)
+    raise UserError(f"--train-size must be a number of images (>= 10) or 'all', got {text!r}")
 
 
 @dataclass(frozen=True)

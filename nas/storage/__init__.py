@@ -219,11 +219,12 @@ def load_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna
     """An existing study by name; with ``name=None``, the only (or newest) search study."""
     import optuna
 
-    names = list_study_names(storage)
+    summaries = storage.get_all_studies()
+    names = [summary.study_name for summary in summaries]
     if not names:
         raise UserError("the storage holds no study yet; run `nas search` first")
     if name is None:
-        searches = list_study_names(storage, comparisons=False)
+        searches = [summary.study_name for summary in summaries if not is_comparison_study(summary.user_attrs)]
         if not searches:
             raise UserError("the storage holds no search study; give --study")
         name = searches[-1]

@@ -31,20 +31,13 @@ def test_an_ownerless_running_trial_is_failed_as_lost_once_it_is_old_enough(tmp_
     owned.set_user_attr(R.WORKER_PID, os.getpid())  # a live worker of this process
     assert fail_ownerless_trials(study, storage, max_attempts=3) == []  # too fresh: it may be mid-claim
     time.sleep(0.05)
-    assert fail_ownerless_trials(study, storage, max_attempts=3, older_than_s=0.01, skip=None) == [orphan.number]
+    assert fail_ownerless_trials(study, storage, max_attempts=3, older_than_s=0.01) == [orphan.number]
     records = {r.number: r for r in load_records(study)}
     lost = records[orphan.number]
     assert lost.state == "FAIL" and lost.lost and not counts_toward_target(lost)
     assert "died while claiming it" in lost.attrs[R.FAIL_REASON]
     assert records[owned.number].state == "RUNNING"
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # no config was proposed: nothing to rerun
-
-
-def test_the_callers_own_trial_is_never_failed(tmp_path) -> None:
-    study, storage = _study(tmp_path)
-    mine = study.ask()
-    time.sleep(0.05)
-    assert fail_ownerless_trials(study, storage, max_attempts=3, older_than_s=0.01, skip=mine.number) == []
 
 
 def test_resume_recovery_includes_ownerless_trials(tmp_path) -> None:
