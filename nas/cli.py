@@ -13,6 +13,7 @@ import typer
 
 from nas import __version__
 from nas.errors import UserError
+from nas.interrupts import catching_interrupts, forget_handled_interrupt, interrupt_received
 
 app = typer.Typer(
     name="nas",
@@ -76,7 +77,19 @@ def _abort_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; bad input becomes ``nas: error: ...`` and exit code 2."""
+    """Run the CLI; bad input becomes ``nas: error: ...`` and exit code 2, Ctrl-C exit code 130."""
+    from nas.engine.outcome import EXIT_INTERRUPTED
+
+    with catching_interrupts():
+        code = _dispatch(argv)
+    if code == 0 and interrupt_received():  # a command that caught the interrupt did not finish its job
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        forget_handled_interrupt()
+    return code
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     command = typer.main.get_command(app)
     args = list(argv) if argv is not None else sys.argv[1:]
     try:

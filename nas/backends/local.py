@@ -31,6 +31,7 @@ from nas.engine.lost_trials import lose_trial
 from nas.engine.outcome import EXIT_INTERRUPTED, BackendReport, StudyPlan, counts_toward_target
 from nas.engine.settings import Budget, SearchSettings
 from nas.engine.trial_runner import INTERRUPTED_BY_USER, make_runner
+from nas.interrupts import catching_interrupts
 from nas.records import record_from_trial
 
 if TYPE_CHECKING:
@@ -82,8 +83,9 @@ def worker_main(job: WorkerJob) -> None:
     _die_with_parent()
     _log_to(job.log_path)
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        _run_share(job)
+        with catching_interrupts():  # an interrupt that garbage collection swallows still stops the trial
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            _run_share(job)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
 
