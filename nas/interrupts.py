@@ -11,6 +11,13 @@ kill-mid-run loop of the real command shows a few times in a hundred:
    that way while a module is imported) sets an interpreter flag that, under ``python -m``,
    turns the exit status into death by SIGINT (-2) even after the interrupt was handled.
    :func:`forget_handled_interrupt` clears it once the command has handled the interrupt.
+
+And one of Optuna's: an interrupt inside ``study.optimize`` but outside the objective (while
+the trial is created, its heartbeat thread started, or its result told) can leave the trial
+RUNNING and the heartbeat thread alive, so the interpreter never exits. Within
+:func:`deferred_interrupts` the first Ctrl-C is therefore held until the next check point
+(:func:`raise_if_interrupted`: every training step, and the start and end of each trial); a
+second Ctrl-C is raised at once.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from types import FrameType
 from typing import Any
 
 _received = threading.Event()
+_pending = threading.Event()
+_deferring = 0
+"""Depth of :func:`deferred_interrupts` in the main thread (the only thread signals reach)."""
 REDELIVER_AFTER_S = 0.01
 
 
@@ -35,7 +45,42 @@ def interrupt_received() -> bool:
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     _received.set()
+    if _deferring and not _pending.is_set():
+        _pending.set()  # raised by the next raise_if_interrupted
+        return
+    _pending.clear()
     raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """A check point: raise the Ctrl-C that :func:`deferred_interrupts` held, if any."""
+    if _pending.is_set():
+        _pending.clear()
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold a Ctrl-C until the next :func:`raise_if_interrupted` (a second one is raised at once).
+
+    For code that calls into a library at points where an exception would leave its state
+    broken (Optuna's trial loop). One still held when the block ends is raised after it.
+    """
+    global _deferring
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    install = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if install:
+        signal.signal(signal.SIGINT, _on_sigint)
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if install:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise_if_interrupted()
 
 
 def _redeliver_lost_interrupt(previous: Any) -> Any:
@@ -68,6 +113,7 @@ def catching_interrupts() -> Iterator[None]:
         yield
         return
     _received.clear()
+    _pending.clear()
     handler = signal.getsignal(signal.SIGINT)
     ours = handler is signal.default_int_handler
     if ours:

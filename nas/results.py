@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nas.analysis import front_records
@@ -74,6 +75,16 @@ def final_answer(info: StudyInfo) -> dict[str, Any] | None:
     """The verdict ``nas final`` stored in the study (:data:`nas.records.FINAL_ANSWER`), if any."""
     answer = info.attrs.get(FINAL_ANSWER)
     return answer if isinstance(answer, dict) else None
+
+
+def answer_weights(record: TrialRecord, info: StudyInfo) -> dict[str, Any] | None:
+    """The weights the final stage kept for ``record`` (its answer's most accurate run at the
+    stage's fidelity), when the record is the answer and the file is still there."""
+    answer = final_answer(info)
+    kept = answer.get("answer_weights") if answer is not None and answer.get("answer_trial") == record.number else None
+    if not isinstance(kept, dict) or not kept.get("path") or not Path(str(kept["path"])).is_file():
+        return None
+    return kept
 
 
 def finalists(records: Sequence[TrialRecord], info: StudyInfo, count: int) -> list[TrialRecord]:

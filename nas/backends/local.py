@@ -31,7 +31,7 @@ from nas.engine.lost_trials import lose_trial
 from nas.engine.outcome import EXIT_INTERRUPTED, BackendReport, StudyPlan, counts_toward_target
 from nas.engine.settings import Budget, SearchSettings
 from nas.engine.trial_runner import INTERRUPTED_BY_USER, make_runner
-from nas.interrupts import catching_interrupts
+from nas.interrupts import catching_interrupts, deferred_interrupts, raise_if_interrupted
 from nas.records import record_from_trial
 
 if TYPE_CHECKING:
@@ -111,7 +111,9 @@ def _run_share(job: WorkerJob) -> None:
     if timeout is not None and timeout <= 0:
         return
     runner = make_runner(settings, job.budget, worker=job.name)
-    study.optimize(runner, n_trials=job.share, timeout=timeout, catch=(Exception,), gc_after_trial=False)
+    with deferred_interrupts():  # a Ctrl-C stops the trial at its next step, never inside Optuna
+        study.optimize(runner, n_trials=job.share, timeout=timeout, catch=(Exception,), gc_after_trial=False,
+                       callbacks=[lambda study, trial: raise_if_interrupted()])
 
 
 def _die_with_parent() -> None:
@@ -320,12 +322,14 @@ class LocalBackend:
 
         def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             feed.trial_finished(record_from_trial(study.study_name, trial))
+            raise_if_interrupted()  # a Ctrl-C while the trial was stored: stop before the next one
 
         try:
-            study.optimize(
-                runner, n_trials=plan.remaining, timeout=plan.timeout, callbacks=[finished], catch=(Exception,),
-                gc_after_trial=False,
-            )
+            with deferred_interrupts():  # a Ctrl-C stops the trial at its next step, never inside Optuna
+                study.optimize(
+                    runner, n_trials=plan.remaining, timeout=plan.timeout, callbacks=[finished], catch=(Exception,),
+                    gc_after_trial=False,
+                )
         except KeyboardInterrupt:
             return BackendReport(interrupted=True)
         return BackendReport()

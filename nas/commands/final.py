@@ -58,7 +58,7 @@ def final(
     from nas.evaluation.comparison import Fidelity, parse_train_size
     from nas.evaluation.data import validate_data_spec
     from nas.records import study_info
-    from nas.storage import load_study, open_storage
+    from nas.storage import load_study, open_storage, resolve_storage_url
 
     images = parse_train_size(train_size)
     store_url = storage or str(runs_dir / "shufflenas.db")
@@ -74,13 +74,23 @@ def final(
         batch_size=batch_size or int(recipe.get("batch_size", 128)), split="selection",
     )
     settings = FinalSettings(fidelity=fidelity, finalists=finalists, round_seeds=round_seeds, seeds=seeds,
-                             first_seed=first_seed, workers=workers or default_workers())
+                             first_seed=first_seed, workers=workers or default_workers(),
+                             weights_dir=final_weights_dir(resolve_storage_url(store_url), runs_dir, search.study_name))
     verdict = race(opened, search, settings, quiet=quiet or as_json)
     verdict = {**verdict, "study": search.study_name, "storage": store_url}
     if as_json:
         typer.echo(json.dumps(verdict, indent=2))
     else:
         print_verdict(verdict)
+
+
+def final_weights_dir(storage_url: str, runs_dir: Path, study: str) -> Path:
+    """Where a study's final stage keeps its answer's weights: beside a storage file (so the
+    default runs/shufflenas.db gets runs/weights, as ``--keep-weights``), else in ``runs_dir``."""
+    from nas.storage import storage_file
+
+    file = storage_file(storage_url)
+    return (file.parent if file is not None else runs_dir) / "weights" / study / "final"
 
 
 def race(storage: optuna.storages.BaseStorage, search: optuna.Study, settings: FinalSettings, *,
@@ -159,7 +169,7 @@ def print_verdict(verdict: dict[str, Any]) -> None:
 
 
 def final_stage_after_search(console: Console, outcome: SearchOutcome, finalists: int, seconds: float, *,
-                             quiet: bool) -> bool:
+                             quiet: bool, runs_dir: Path) -> bool:
     """``nas search --final K``: race each study's finalists at epochs sized to ``seconds``;
     print each verdict (or why there is none). False when a study got no verdict."""
     import optuna
@@ -197,8 +207,9 @@ def final_stage_after_search(console: Console, outcome: SearchOutcome, finalists
                       f"(sized to --final-time {seconds:g}s)", highlight=False, soft_wrap=True)
         search = optuna.load_study(study_name=info.name, storage=storage)
         try:
-            verdict = race(storage, search, FinalSettings(fidelity=fidelity, finalists=finalists, workers=base.workers),
-                           quiet=quiet)
+            settings = FinalSettings(fidelity=fidelity, finalists=finalists, workers=base.workers,
+                                     weights_dir=final_weights_dir(outcome.storage_url, runs_dir, info.name))
+            verdict = race(storage, search, settings, quiet=quiet)
         except UserError as error:
             console.print(f"final stage of {info.name!r}: {error}", highlight=False, soft_wrap=True)
             every_study_answered = False

@@ -163,7 +163,8 @@ def run_search_command(request: object) -> int:
     if code == 0 and finalists > 0:
         from nas.commands.final import final_stage_after_search
 
-        if not final_stage_after_search(console, outcome, finalists, request.final_time, quiet=request.quiet):
+        if not final_stage_after_search(console, outcome, finalists, request.final_time, quiet=request.quiet,
+                                        runs_dir=request.runs_dir):
             return 1 if request.final is not None else code  # asked for explicitly: not having one is a failure
     return code
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nas import records as R
@@ -49,6 +50,9 @@ class FinalSettings:
     first_seed: int = 2000
     workers: int = 1
     """Training processes (one torch thread each), as a local search runs its trials."""
+    weights_dir: Path | None = None
+    """Where the last comparison saves its runs' weights; the answer's best run is kept for
+    ``nas export`` (the rest are deleted once the verdict is in)."""
 
     def __post_init__(self) -> None:
         if self.finalists < 1:
@@ -180,10 +184,40 @@ def run_final(
         alive = keep
     final_seeds = list(range(cursor, cursor + settings.seeds))
     runner.with_test = True
+    runner.weights_dir = settings.weights_dir
     contenders = [reference, *alive]
     _train(runner, contenders, final_seeds, progress, settings.workers)
     results = compare([e.contender for e in contenders], [runner.scores(e.contender, final_seeds) for e in contenders], 0)
-    return _verdict(contenders, results, runner, settings, rounds, final_seeds)
+    verdict = _verdict(contenders, results, runner, settings, rounds, final_seeds)
+    verdict["answer_weights"] = _keep_answer_weights(contenders, verdict, runner, final_seeds)
+    return verdict
+
+
+def _keep_answer_weights(entrants: Sequence[Entrant], verdict: dict[str, Any], runner: SeedRunner,
+                         seeds: Sequence[int]) -> dict[str, Any] | None:
+    """Keep the state_dict of the answer's most accurate run (by selection accuracy) and delete
+    the other runs' files of this comparison in this stage's folder (ours; runs that a final
+    stage of another study stored at this fidelity keep theirs)."""
+    kept = None
+    answer = next((e for e in entrants if e.contender.label == verdict["answer_label"]), None)
+    if answer is not None and answer.trial is not None:
+        runs = [(runner.store.score(answer.contender.config, s), s, runner.store.weights_path(answer.contender.config, s))
+                for s in seeds]
+        stored = [(score, seed, path) for score, seed, path in runs if path and Path(path).is_file() and score is not None]
+        if stored:
+            score, seed, path = max(stored, key=lambda run: (run[0], -run[1]))
+            kept = {"path": path, "seed": seed, "accuracy": score,
+                    "test_accuracy": runner.store.test_score(answer.contender.config, seed),
+                    "fidelity": runner.fidelity.to_dict()}
+    if runner.weights_dir is None:
+        return kept
+    ours = runner.weights_dir.resolve()
+    for entrant in entrants:
+        for seed in seeds:
+            stale = runner.store.weights_path(entrant.contender.config, seed)
+            if stale and (kept is None or stale != kept["path"]) and Path(stale).resolve().parent == ours:
+                Path(stale).unlink(missing_ok=True)
+    return kept
 
 
 def _train(runner: SeedRunner, entrants: Sequence[Entrant], seeds: Sequence[int],

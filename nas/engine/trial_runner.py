@@ -18,6 +18,7 @@ from nas.engine.early_stopping import HalvingRule
 from nas.engine.lost_trials import retry_lost_trial
 from nas.engine.settings import MAX_ATTEMPTS, Budget, LatencySettings, SearchSettings
 from nas.evaluation.base import AccuracyEvaluator, Evaluation
+from nas.interrupts import raise_if_interrupted
 from search_spaces import DesignSpace, suggest
 from shufflenet_core import PAPER_STAGE2_CHANNELS, ShuffleNetConfig, complexity, get_preset
 
@@ -64,6 +65,7 @@ class TrialRunner:
         import optuna
 
         try:
+            raise_if_interrupted()  # held while Optuna created the trial
             return self._run(trial)
         except optuna.TrialPruned:
             raise

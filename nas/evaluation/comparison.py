@@ -11,8 +11,10 @@ is trained once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -164,6 +166,10 @@ class Fidelity:
         return f"{self.epochs} epoch(s) on {images} of {self.data} at {self.resolution}px"
 
 
+TrainJob = tuple[int, dict[str, Any], dict[str, Any], int, bool, str | None]
+"""(index, config, fidelity, seed, with test split, where to save the weights or None)."""
+
+
 class ResultStore:
     """One trial per (config, seed) in a comparison study: the accuracy and how it was got."""
 
@@ -188,14 +194,21 @@ class ResultStore:
         value = self._attrs.get(self._key(config, seed), {}).get(R.TEST_ACCURACY)
         return None if value is None else float(value)
 
+    def weights_path(self, config: ShuffleNetConfig, seed: int) -> str | None:
+        """The state_dict file the run kept (see :attr:`SeedRunner.weights_dir`), if any."""
+        value = self._attrs.get(self._key(config, seed), {}).get(R.WEIGHTS_PATH)
+        return None if value is None else str(value)
+
     def add(self, contender: Contender, seed: int, accuracy: float, *, diverged: bool, seconds: float,
-            test_accuracy: float | None = None) -> None:
+            test_accuracy: float | None = None, weights_path: str | None = None) -> None:
         import optuna
 
         attrs: dict[str, Any] = {R.CONFIG: contender.config.to_dict(), R.COMPARE_LABEL: contender.label,
                                  R.COMPARE_SEED: seed, R.ACCURACY: accuracy, R.DIVERGED: diverged, R.TRAIN_SECONDS: seconds}
         if test_accuracy is not None:
             attrs[R.TEST_ACCURACY] = test_accuracy
+        if weights_path is not None:
+            attrs[R.WEIGHTS_PATH] = weights_path
         # One finished trial in one call: an interrupted run leaves nothing half-stored.
         self.study.add_trial(optuna.trial.create_trial(value=accuracy, user_attrs=attrs))
         self._attrs[self._key(contender.config, seed)] = attrs
@@ -217,11 +230,21 @@ class SeedRunner:
     same call after an interruption trains only what is missing. With ``with_test``, each
     model is also scored on the test split (reported, never used to choose)."""
 
-    def __init__(self, store: ResultStore, fidelity: Fidelity, *, with_test: bool = False) -> None:
+    def __init__(self, store: ResultStore, fidelity: Fidelity, *, with_test: bool = False,
+                 weights_dir: Path | None = None) -> None:
         self.store = store
         self.fidelity = fidelity
         self.with_test = with_test
+        self.weights_dir = weights_dir
+        """When set, each run's trained state_dict is saved there (for ``nas export``)."""
         self.trained = 0
+
+    def _job(self, index: int, contender: Contender, seed: int) -> TrainJob:
+        save_to = None
+        if self.weights_dir is not None:
+            digest = hashlib.sha1(ResultStore._key(contender.config, seed)[0].encode()).hexdigest()[:12]
+            save_to = str((self.weights_dir / f"{digest}-seed{seed}.pt").resolve())
+        return index, contender.config.to_dict(), self.fidelity.to_dict(), seed, self.with_test, save_to
 
     def missing(self, contenders: Sequence[Contender], seeds: Sequence[int]) -> list[tuple[int, Contender]]:
         """(seed, contender) pairs without a stored result, seed by seed (an interrupted run then
@@ -236,10 +259,10 @@ class SeedRunner:
     def run(self, contender: Contender, seed: int) -> None:
         if self.store.score(contender.config, seed) is not None:
             return
-        _, accuracy, test_accuracy, diverged, seconds = _train_job(
-            (0, contender.config.to_dict(), self.fidelity.to_dict(), seed, self.with_test)
-        )
-        self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy)
+        job = self._job(0, contender, seed)
+        _, accuracy, test_accuracy, diverged, seconds = _train_job(job)
+        self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy,
+                       weights_path=job[-1])
         self.trained += 1
 
     def run_all(self, todo: Sequence[tuple[int, Contender]], *, workers: int = 1,
@@ -256,13 +279,13 @@ class SeedRunner:
             return
         import multiprocessing
 
-        jobs = [(index, contender.config.to_dict(), self.fidelity.to_dict(), seed, self.with_test)
-                for index, (seed, contender) in enumerate(todo)]
+        jobs = [self._job(index, contender, seed) for index, (seed, contender) in enumerate(todo)]
         pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)), initializer=_quiet_worker)
         try:
             for index, accuracy, test_accuracy, diverged, seconds in pool.imap_unordered(_train_job, jobs):
                 seed, contender = todo[index]
-                self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy)
+                self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy,
+                               weights_path=jobs[index][-1])
                 self.trained += 1
                 if advance is not None:
                     advance(contender.label, seed)
@@ -367,13 +390,22 @@ def _prepared(fidelity: Fidelity, with_test: bool) -> tuple[Any, Any]:
     return evaluated_on_split(data, dataset, fidelity.split), test
 
 
-def _train_job(job: tuple[int, dict[str, Any], dict[str, Any], int, bool]) -> tuple[int, float, float | None, bool, float]:
-    """One (config, seed) run, here or in a pool worker: (index, accuracy, test accuracy, diverged, seconds)."""
+def _train_job(job: TrainJob) -> tuple[int, float, float | None, bool, float]:
+    """One (config, seed) run, here or in a pool worker: (index, accuracy, test accuracy, diverged,
+    seconds); its state_dict is saved to the job's last field when that is a path."""
+    import torch
+
     from nas.evaluation.training import evaluate, train_config
 
-    index, config, fidelity_dict, seed, with_test = job
+    index, config, fidelity_dict, seed, with_test, save_to = job
     fidelity = Fidelity(**fidelity_dict)
     data, test = _prepared(fidelity, with_test)
     result = train_config(ShuffleNetConfig.from_dict(config), data, _recipe(fidelity), seed=seed)
     test_accuracy = float(evaluate(result.model, test.val_images, test.val_labels)) if test is not None else None
+    if save_to is not None:
+        path = Path(save_to)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(result.model.state_dict(), partial)
+        os.replace(partial, path)  # whole or absent, even if the run is killed while saving
     return index, float(result.accuracy), test_accuracy, bool(result.diverged), float(result.seconds)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nas.evaluation.data import Dataset
+from nas.interrupts import raise_if_interrupted
 from shufflenet_core import ShuffleNetConfig, build_model
 from shufflenet_core.model import ShuffleNetV1, ShuffleUnit
 
@@ -178,6 +179,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     correct = 0
     for start in range(0, len(labels), batch_size):
+        raise_if_interrupted()
         logits = model(images[start : start + batch_size])
         correct += int((logits.argmax(dim=1) == labels[start : start + batch_size]).sum())
     return correct / max(1, len(labels))
@@ -235,6 +237,7 @@ def train_config(
             optimizer.step()
             scheduler.step()
             step += 1
+            raise_if_interrupted()  # a held Ctrl-C (see nas.interrupts) stops training here
             if on_step is not None:
                 on_step(step, total_steps)
         accuracy = evaluate(model, data.val_images, data.val_labels)

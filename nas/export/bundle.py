@@ -26,6 +26,7 @@ from nas import records as keys
 from nas.errors import UserError
 from nas.export.model_card import CARD_JSON, CARD_MARKDOWN, files_written
 from nas.records import StudyInfo, TrialRecord
+from nas.results import answer_weights
 from shufflenet_core import ShuffleNetConfig, complexity
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class ExportRequest:
 class WeightsSource:
     """Where the exported weights come from, for the model card."""
 
-    kind: str  # "search" (the trial's kept weights), "untrained", "trained" (by nas export)
+    kind: str  # "search" (the trial's kept weights), "final" (the final stage's), "untrained", "trained" (by nas export)
     description: str
     path: str | None = None
     training: dict[str, Any] | None = None  # recipe, epochs, data and test accuracy when "trained"
@@ -302,10 +303,12 @@ def resolve_weights_path(record: TrialRecord, storage_url: str) -> Path | None:
     path = Path(str(stored)).expanduser()
     if path.is_absolute():
         return path
+    from nas.storage import storage_file
+
     bases = [Path.cwd()]
-    for prefix in ("sqlite:///", "journal:"):
-        if storage_url.startswith(prefix):
-            bases.append(Path(storage_url[len(prefix):]).parent)
+    file = storage_file(storage_url)
+    if file is not None:
+        bases.append(file.parent)
     for base in bases:
         if (base / path).is_file():
             return base / path
@@ -428,6 +431,9 @@ def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN20
         return model.eval(), model.config, WeightsSource("trained", description, training=training)
     if request.untrained:
         return fresh_model(config, seed), config, WeightsSource("untrained", f"fresh initialisation (seed {seed}); not trained")
+    kept = answer_weights(record, info)
+    if kept is not None:
+        return _final_stage_weights(config, kept, log)
     path = resolve_weights_path(record, url)
     if path is None:
         raise UserError(
@@ -440,6 +446,24 @@ def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN20
         "search", f"weights kept by the search ({epochs} epoch(s) of proxy training)" if epochs else "weights kept by the search",
         path=str(path),
     )
+
+
+def _final_stage_weights(config: ShuffleNetConfig, kept: dict[str, Any], log: Callable[[str], None]):  # noqa: ANN202
+    """The final stage's run of the answer: the highest-fidelity weights this trial has."""
+    from nas.evaluation.comparison import Fidelity
+
+    model, config = model_with_stored_weights(config, Path(kept["path"]))
+    fidelity = Fidelity(**kept["fidelity"])
+    test = kept.get("test_accuracy")
+    description = (
+        f"the final stage's most accurate run of this config (seed {kept['seed']}, {fidelity.describe()}; "
+        f"selection accuracy {100 * kept['accuracy']:.2f}%"
+        + ("" if test is None else f", held-out test accuracy {100 * test:.2f}%") + ")"
+    )
+    log(f"weights: {description}")
+    training = {"by": "nas final", "seed": kept["seed"], **fidelity.to_dict(), "selection_accuracy": kept["accuracy"],
+                "test_accuracy": test}
+    return model, config, WeightsSource("final", description, path=str(kept["path"]), training=training)
 
 
 def _write_onnx(model: ShuffleNetV1, path: Path, *, exporter: str = "dynamo") -> dict[str, Any]:

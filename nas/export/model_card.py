@@ -126,6 +126,7 @@ def _accuracy_section(record: TrialRecord, info: StudyInfo, weights_kind: str) -
         "search": "the exported weights (one run of the search's proxy training)",
         "untrained": "the architecture only; the exported weights are untrained",
         "trained": "the architecture under the search's proxy training; see weights.training for these weights",
+        "final": "the architecture under the search's proxy training; see weights.training for these weights",
     }[weights_kind]
     return {
         "value": record.accuracy,

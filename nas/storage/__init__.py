@@ -78,6 +78,14 @@ def describe_storage(url: str) -> str:
     return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
+def storage_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL; None for a database server."""
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix):])
+    return None
+
+
 def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
 

@@ -68,6 +68,24 @@ def test_final_races_the_front_stores_the_answer_and_export_takes_it(nas, search
         assert f"best trial: #{verdict['answer_trial']}, the answer of the study's final stage" in exported.stderr
         card = json.loads((tmp_path / "model" / "model_card.json").read_text())
         assert card["provenance"]["final_stage"] == verdict["verdict"]
+        # The answer's most accurate final run keeps its weights, beside the storage file; export takes them.
+        kept = verdict["answer_weights"]
+        assert kept["seed"] in verdict["final_seeds"] and kept["accuracy"] == max(
+            row for row in verdict["finalists"] if row["trial"] == verdict["answer_trial"])["scores"][
+            verdict["final_seeds"].index(kept["seed"])]
+        folder = tmp_path / "weights" / "with-presets" / "final"
+        assert list(folder.iterdir()) == [Path(kept["path"])]  # the other runs' files are deleted
+        trained = nas("export", "--storage", str(db), "--study", "with-presets", "--best", "--format", "pytorch",
+                      "--out", str(tmp_path / "trained"))
+        assert trained.returncode == 0, trained.stderr
+        assert "weights: final" in trained.stdout and f"seed {kept['seed']}" in trained.stderr
+        card = json.loads((tmp_path / "trained" / "model_card.json").read_text())
+        assert card["weights"]["source"] == "final" and card["weights"]["training"]["selection_accuracy"] == kept["accuracy"]
+        import torch
+
+        exported_state = torch.load(tmp_path / "trained" / "model.pt", weights_only=True)
+        kept_state = torch.load(kept["path"], weights_only=True)
+        assert all(torch.equal(exported_state[k], v) for k, v in kept_state.items())
 
 
 def test_final_on_a_study_without_a_preset_in_budget_widens_g3_to_it(nas, searched, tmp_path) -> None:

@@ -7,6 +7,8 @@ drives the real command with real training.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -139,3 +141,45 @@ def test_the_stored_answer_is_what_best_means_while_it_meets_the_budgets() -> No
     assert choice.record is not None and choice.record.number == 1 and choice.final is not None
     tighter = choose_best(records, answered, budget_macs=complexity(b).macs - 1)  # the answer no longer fits
     assert tighter.record is None or tighter.record.number != 1
+
+
+class WeightWritingRunner(ScriptedRunner):
+    """Also writes a (dummy) weights file per run where the real runner saves the state_dict."""
+
+    def run(self, contender: Contender, seed: int) -> None:
+        if self.store.score(contender.config, seed) is not None:
+            return
+        path = self._job(0, contender, seed)[-1]
+        value = self.truth[contender.config.short_name] + 0.001 * (seed % 3)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"weights")
+        self.store.add(contender, seed, value, diverged=False, seconds=0.0, test_accuracy=value - 0.01, weights_path=path)
+
+
+def test_the_answers_most_accurate_final_run_keeps_its_weights_and_the_other_runs_files_are_deleted(tmp_path) -> None:
+    a, b = config(3, (2, 4, 2)), config(1, (2, 4, 2))
+    reference = get_preset("shufflenet_v1_1.0x_g8").replace(num_classes=10)
+    records = [record(0, a, 0.85), record(1, b, 0.84), record(2, reference, 0.80, preset="shufflenet_v1_1.0x_g8")]
+    truth = {a.short_name: 0.90, b.short_name: 0.85, reference.short_name: 0.80}
+    runner = WeightWritingRunner(truth, Fidelity(epochs=3, train_size=None, split="selection"))
+    others = tmp_path / "other-study"  # a file of this fidelity's runs that another study's stage kept
+    others.mkdir()
+    (others / "keep.pt").write_bytes(b"theirs")
+    ours = tmp_path / "weights"
+    verdict = run_final(records, INFO, FinalSettings(fidelity=runner.fidelity, weights_dir=ours, seeds=4), runner)
+    kept = verdict["answer_weights"]
+    assert verdict["answer_trial"] == 0 and kept is not None
+    scores = {seed: runner.store.score(a, seed) for seed in verdict["final_seeds"]}
+    assert kept["seed"] == max(scores, key=lambda s: (scores[s], -s)) and kept["accuracy"] == scores[kept["seed"]]
+    assert sorted(ours.iterdir()) == [Path(kept["path"])]  # 3 contenders x 4 seeds written, 1 left
+    assert (others / "keep.pt").exists()
+    chosen = choose_best(records, StudyInfo("s", 140_000_000, "140M", ("accuracy", "mflops"), None,
+                                            {FINAL_ANSWER: verdict}))
+    assert chosen.record is not None and chosen.record.number == 0
+    from nas.results import answer_weights
+
+    assert answer_weights(chosen.record, StudyInfo("s", 140_000_000, "140M", (), None, {FINAL_ANSWER: verdict})) == kept
+    assert answer_weights(records[1], StudyInfo("s", 140_000_000, "140M", (), None, {FINAL_ANSWER: verdict})) is None
+    Path(kept["path"]).unlink()
+    assert answer_weights(chosen.record, StudyInfo("s", 140_000_000, "140M", (), None, {FINAL_ANSWER: verdict})) is None
