@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import streamlit as st
 
 from nas.analysis import dominates, objective_value, reference_point
-from nas.records import LATENCY_DEVICE, LATENCY_SOURCE, SKIPPED, WEIGHTS_PATH, TrialRecord
+from nas.records import ACCELERATOR, LATENCY_DEVICE, LATENCY_SOURCE, SKIPPED, WEIGHTS_PATH, TrialRecord
 from nas.results import final_answer, study_front
 from nas.storage import resolve_storage_url
 
@@ -183,9 +183,12 @@ def _render_record(record: TrialRecord, data: StudyData, storage: str | None, ca
     metrics[3].metric("latency (ms)", "-" if record.latency_ms is None else f"{record.latency_ms:.2f}")
     metrics[4].metric("feasible", "yes" if record.feasible else "no")
     skipped = record.attrs.get(SKIPPED)
+    place = record.attrs.get(ACCELERATOR)
     st.caption(f"state {record.state}" + (f" · {skipped}" if skipped else "")
                + (f" · preset {record.preset}" if record.preset else "")
-               + f" · {figures.config_summary(record.config)}")
+               + f" · {figures.config_summary(record.config)}"
+               + (f" · trained on {place.get('device')} ({place.get('device_name')}), {place.get('train_precision')}, "
+                  f"{place.get('layers')}" if isinstance(place, dict) else ""))
     left, right = st.columns(2)
     with left:
         st.markdown("**Config**")

@@ -85,6 +85,7 @@ ACCURACY_SEEDS = "accuracy_per_seed"  # list[float]
 SCORE = "score"  # float: the evaluator's score (accuracy, or a zero-cost score)
 LEARNING_CURVE = "learning_curve"  # list[float]: validation accuracy after each epoch (seed 0)
 TRAIN_SECONDS = "train_seconds"
+ACCELERATOR = "accelerator"  # dict: device, device_name, train_precision, layers (where the trial trained)
 DIVERGED = "diverged"  # bool: a seed's loss became NaN/inf
 EVALUATOR = "evaluator"  # str
 EPOCHS = "epochs"
@@ -126,9 +127,11 @@ FINAL_ANSWER = "final_answer"
 fidelity (dict), selection_images (int), reference {label, trial, config}, rounds
 [{seeds, entries [{label, trial, mean}], kept [labels]}], final_seeds [int], finalists
 [{label, trial, config, proxy_score, scores, mean, sd, gap, p_value, test_scores}],
-answer_trial (int or None), answer_label, beats_reference (bool), smallest_reachable_p, verdict (str)."""
+answer_trial (int or None), answer_label, beats_reference (bool), smallest_reachable_p, verdict (str),
+answer_weights ({path, seed, accuracy, test_accuracy, fidelity} or None: the answer's kept run)."""
 
-RESULT_ATTRS = (ACCURACY, ACCURACY_SEEDS, ACCURACY_STD, LEARNING_CURVE, EPOCHS, SCORE, TRAIN_SECONDS, WEIGHTS_PATH, DIVERGED)
+RESULT_ATTRS = (ACCURACY, ACCURACY_SEEDS, ACCURACY_STD, LEARNING_CURVE, EPOCHS, SCORE, TRAIN_SECONDS, WEIGHTS_PATH, DIVERGED,
+                ACCELERATOR)
 """What a re-proposed config copies from the earlier trial that evaluated it."""
 ENQUEUE_ATTRS = (PRESET, START_DESIGN, PRESCREEN_SYNFLOW)
 """Why a trial was enqueued: carried over when a lost trial is run again."""

@@ -95,6 +95,7 @@ def _run_share(job: WorkerJob) -> None:
 
     from nas.engine.samplers import make_sampler
     from nas.engine.study import open_search_storage
+    from nas.evaluation.accelerator import pin_worker
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = job.settings
@@ -110,6 +111,7 @@ def _run_share(job: WorkerJob) -> None:
     timeout = None if job.deadline is None else job.deadline - time.time()
     if timeout is not None and timeout <= 0:
         return
+    pin_worker(settings.evaluator.accelerator, job.number - 1, settings.workers)  # worker k on GPU k mod count
     runner = make_runner(settings, job.budget, worker=job.name)
     with deferred_interrupts():  # a Ctrl-C stops the trial at its next step, never inside Optuna
         study.optimize(runner, n_trials=job.share, timeout=timeout, catch=(Exception,), gc_after_trial=False,
@@ -295,6 +297,11 @@ class LocalBackend:
         display.note(f"data: {settings.evaluator.dataset().describe()}")
         mode = "in this process" if settings.workers <= 1 else f"{settings.workers} worker processes"
         display.note(f"local backend: {mode} x {settings.threads or 'default'} torch thread(s) each")
+        if settings.evaluator.epochs > 0:
+            from nas.evaluation.accelerator import describe_plan
+
+            evaluator = settings.evaluator
+            display.note(f"training on: {describe_plan(evaluator.accelerator, evaluator.train_precision, settings.workers)}")
         yield
 
     def run(

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from nas.commands.accelerator_options import ACCELERATOR, TRAIN_PRECISION
+
 if TYPE_CHECKING:
     from nas.evaluation.comparison import Contender, Fidelity
 
@@ -44,14 +46,18 @@ def compare(
     study: str | None = typer.Option(None, "--study", help="Search study that study:TRIAL configs come from."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder of the default storage."),
     workers: int = typer.Option(0, "--workers", min=0, help="Training processes, one thread each (0 = one per core)."),
+    accelerator: str = ACCELERATOR,
+    train_precision: str = TRAIN_PRECISION,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     from nas.budget import parse_budget
     from nas.errors import UserError
+    from nas.evaluation.accelerator import check_accelerator
     from nas.evaluation.comparison import Fidelity, parse_contender, parse_train_size
     from nas.evaluation.data import validate_data_spec
 
+    check_accelerator(accelerator, train_precision)
     fidelity = Fidelity(epochs=epochs, train_size=parse_train_size(train_size), data=validate_data_spec(data), resolution=resolution,
                         batch_size=batch_size, split=eval_on)
     budget_macs = parse_budget(budget)
@@ -66,7 +72,7 @@ def compare(
     from nas.backends.parallelism import default_workers
 
     document = _run(contenders, fidelity, list(range(first_seed, first_seed + seeds)), store_url, quiet=quiet or as_json,
-                    workers=workers or default_workers())
+                    workers=workers or default_workers(), accelerator=accelerator, train_precision=train_precision)
     if as_json:
         typer.echo(json.dumps(document, indent=2))
     else:
@@ -91,7 +97,7 @@ def _trial_config_reader(store_url: str, study_name: str) -> Callable[[int], dic
 
 
 def _run(contenders: list[Contender], fidelity: Fidelity, seeds: list[int], store_url: str, *, quiet: bool,
-         workers: int) -> dict[str, Any]:
+         workers: int, accelerator: str = "cpu", train_precision: str = "auto") -> dict[str, Any]:
     import optuna
 
     from nas.evaluation.comparison import SeedRunner, compare, open_result_store, smallest_reachable_p, verdict
@@ -99,7 +105,7 @@ def _run(contenders: list[Contender], fidelity: Fidelity, seeds: list[int], stor
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_result_store(open_storage(store_url), fidelity)
-    runner = SeedRunner(store, fidelity)
+    runner = SeedRunner(store, fidelity, accelerator=accelerator, train_precision=train_precision)
     todo = runner.missing(contenders, seeds)
     with _progress(len(todo), quiet) as advance:
         try:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from nas.commands.accelerator_options import ACCELERATOR, TRAIN_PRECISION
 from nas.errors import UserError
 
 
@@ -31,6 +32,8 @@ def export(
     onnx_exporter: str = typer.Option(
         "dynamo", "--onnx-exporter", help="dynamo (torch's current exporter) or legacy (TorchScript, faster)."
     ),
+    accelerator: str = ACCELERATOR,
+    train_precision: str = TRAIN_PRECISION,
 ) -> None:
     """Export one trial: model.onnx, model.pt + config.json, model_card.md/.json.
 
@@ -39,7 +42,8 @@ def export(
     request = _request(
         out=out, storage=storage, study=study, trial=trial, best=best, budget=budget,
         latency_budget=latency_budget, formats=formats, force=force, untrained=untrained,
-        train_epochs=train_epochs, data=data, onnx_exporter=onnx_exporter,
+        train_epochs=train_epochs, data=data, onnx_exporter=onnx_exporter, accelerator=accelerator,
+        train_precision=train_precision,
     )
     from nas.export.bundle import run_export
 
@@ -54,7 +58,8 @@ def export(
     )
 
 
-def _request(*, out, storage, study, trial, best, budget, latency_budget, formats, force, untrained, train_epochs, data, onnx_exporter):  # noqa: ANN001, ANN202, E501
+def _request(*, out, storage, study, trial, best, budget, latency_budget, formats, force, untrained, train_epochs, data, onnx_exporter,  # noqa: ANN001, ANN202, E501
+             accelerator, train_precision):
     from nas.export.bundle import ExportRequest, parse_formats
 
     if (trial is None) == (not best):
@@ -67,6 +72,10 @@ def _request(*, out, storage, study, trial, best, budget, latency_budget, format
         raise UserError(f"--onnx-exporter {onnx_exporter!r}: choose dynamo or legacy")
     if data is not None and train_epochs is None:
         raise UserError("--data is only used with --train-epochs N")
+    if train_epochs is not None:
+        from nas.evaluation.accelerator import check_accelerator
+
+        check_accelerator(accelerator, train_precision)
     if data is not None:
         from nas.evaluation.data import validate_data_spec
 
@@ -80,7 +89,7 @@ def _request(*, out, storage, study, trial, best, budget, latency_budget, format
         out=out, storage=storage, study=study, trial=trial, budget_macs=budget_macs, budget_label=budget,
         latency_budget_ms=None if latency_budget is None else _parse_latency(latency_budget),
         formats=parse_formats(formats), force=force, untrained=untrained, train_epochs=train_epochs, data=data,
-        onnx_exporter=onnx_exporter,
+        onnx_exporter=onnx_exporter, accelerator=accelerator, train_precision=train_precision,
     )
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from nas.commands.accelerator_options import ACCELERATOR, TRAIN_PRECISION
+
 if TYPE_CHECKING:
     import optuna
     from rich.console import Console
@@ -47,6 +49,8 @@ def final(
     resolution: int | None = typer.Option(None, "--resolution", min=32, help="Training resolution [default: the study's]."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="Batch size [default: the study's]."),
     workers: int = typer.Option(0, "--workers", min=0, help="Training processes, one thread each (0 = one per core)."),
+    accelerator: str = ACCELERATOR,
+    train_precision: str = TRAIN_PRECISION,
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -55,11 +59,13 @@ def final(
     from nas import records as R
     from nas.backends.parallelism import default_workers
     from nas.engine.final import FinalSettings
+    from nas.evaluation.accelerator import check_accelerator
     from nas.evaluation.comparison import Fidelity, parse_train_size
     from nas.evaluation.data import validate_data_spec
     from nas.records import study_info
     from nas.storage import load_study, open_storage, resolve_storage_url
 
+    check_accelerator(accelerator, train_precision)
     images = parse_train_size(train_size)
     store_url = storage or str(runs_dir / "shufflenas.db")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -75,7 +81,8 @@ def final(
     )
     settings = FinalSettings(fidelity=fidelity, finalists=finalists, round_seeds=round_seeds, seeds=seeds,
                              first_seed=first_seed, workers=workers or default_workers(),
-                             weights_dir=final_weights_dir(resolve_storage_url(store_url), runs_dir, search.study_name))
+                             weights_dir=final_weights_dir(resolve_storage_url(store_url), runs_dir, search.study_name),
+                             accelerator=accelerator, train_precision=train_precision)
     verdict = race(opened, search, settings, quiet=quiet or as_json)
     verdict = {**verdict, "study": search.study_name, "storage": store_url}
     if as_json:
@@ -102,7 +109,8 @@ def race(storage: optuna.storages.BaseStorage, search: optuna.Study, settings: F
     from nas.evaluation.comparison import SeedRunner, open_result_store
     from nas.records import load_records, study_info
 
-    runner = SeedRunner(open_result_store(storage, settings.fidelity), settings.fidelity)
+    runner = SeedRunner(open_result_store(storage, settings.fidelity), settings.fidelity,
+                        accelerator=settings.accelerator, train_precision=settings.train_precision)
     try:
         with _progress(quiet) as progress:
             verdict = run_final(load_records(search), study_info(search), settings, runner, progress=progress)
@@ -169,7 +177,8 @@ def print_verdict(verdict: dict[str, Any]) -> None:
 
 
 def final_stage_after_search(console: Console, outcome: SearchOutcome, finalists: int, seconds: float, *,
-                             quiet: bool, runs_dir: Path) -> bool:
+                             quiet: bool, runs_dir: Path, accelerator: str = "cpu",
+                             train_precision: str = "auto") -> bool:
     """``nas search --final K``: race each study's finalists at epochs sized to ``seconds``;
     print each verdict (or why there is none). False when a study got no verdict."""
     import optuna
@@ -208,7 +217,8 @@ def final_stage_after_search(console: Console, outcome: SearchOutcome, finalists
         search = optuna.load_study(study_name=info.name, storage=storage)
         try:
             settings = FinalSettings(fidelity=fidelity, finalists=finalists, workers=base.workers,
-                                     weights_dir=final_weights_dir(outcome.storage_url, runs_dir, info.name))
+                                     weights_dir=final_weights_dir(outcome.storage_url, runs_dir, info.name),
+                                     accelerator=accelerator, train_precision=train_precision)
             verdict = race(storage, search, settings, quiet=quiet)
         except UserError as error:
             console.print(f"final stage of {info.name!r}: {error}", highlight=False, soft_wrap=True)

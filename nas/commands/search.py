@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from nas.commands.accelerator_options import ACCELERATOR, TRAIN_PRECISION
 from search_spaces import DesignSpace
 
 HELP = "\n\n".join([
@@ -91,6 +92,8 @@ def search(
         "Score this many random candidates with synflow first and start from the best."
     )),
     keep_weights: bool = typer.Option(False, "--keep-weights", help="Save each trained trial's weights (for `nas export`)."),
+    accelerator: str = ACCELERATOR,
+    train_precision: str = TRAIN_PRECISION,
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help=(
         "Stop trials that trail their MFLOPs peers (successive halving; needs --epochs >= 2)."
     )),
@@ -164,7 +167,8 @@ def run_search_command(request: object) -> int:
         from nas.commands.final import final_stage_after_search
 
         if not final_stage_after_search(console, outcome, finalists, request.final_time, quiet=request.quiet,
-                                        runs_dir=request.runs_dir):
+                                        runs_dir=request.runs_dir, accelerator=request.accelerator,
+                                        train_precision=request.train_precision):
             return 1 if request.final is not None else code  # asked for explicitly: not having one is a failure
     return code
 

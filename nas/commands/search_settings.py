@@ -60,6 +60,8 @@ class SearchRequest:
     worker_restarts: int = 3
     final: int | None = None
     final_time: float = 120.0
+    accelerator: str = "auto"
+    train_precision: str = "auto"
 
 
 def _budgets(texts: list[str], space: DesignSpace) -> tuple[Budget, ...]:
@@ -105,7 +107,7 @@ def _evaluator(request: SearchRequest, data_spec: str) -> Any:
         )
         options = EvaluatorOptions(
             data_spec=data_spec, recipe=recipe, seeds=tuple(range(request.seed, request.seed + request.seeds)),
-            keep_weights=request.keep_weights,
+            keep_weights=request.keep_weights, accelerator=request.accelerator, train_precision=request.train_precision,
         )
         return create_evaluator(request.evaluator, options)
     except ValueError as error:
@@ -130,6 +132,7 @@ def _latency(request: SearchRequest) -> LatencySettings | None:
 def build_settings(request: SearchRequest) -> SearchSettings:
     """Validate every argument (cheaply) and assemble the settings."""
     from nas.backends.parallelism import default_parallelism
+    from nas.evaluation.accelerator import check_accelerator
     from nas.evaluation.data import validate_data_spec
     from nas.storage import resolve_storage_url
     from search_spaces import DesignSpace, SpaceFileError, load_space
@@ -142,6 +145,7 @@ def build_settings(request: SearchRequest) -> SearchSettings:
         raise UserError(str(error)) from None
     budgets = _budgets(request.budget, space)
     data_spec = validate_data_spec(request.data)
+    check_accelerator(request.accelerator, request.train_precision)  # a missing GPU: one line, before any write
     latency = _latency(request)
     objectives = _objectives(request.objectives, latency is not None)
     evaluator = _evaluator(request, data_spec)

@@ -53,6 +53,8 @@ class FinalSettings:
     weights_dir: Path | None = None
     """Where the last comparison saves its runs' weights; the answer's best run is kept for
     ``nas export`` (the rest are deleted once the verdict is in)."""
+    accelerator: str = "cpu"
+    train_precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.finalists < 1:

@@ -17,6 +17,7 @@ from nas import records as R
 from nas.engine.early_stopping import HalvingRule
 from nas.engine.lost_trials import retry_lost_trial
 from nas.engine.settings import MAX_ATTEMPTS, Budget, LatencySettings, SearchSettings
+from nas.evaluation.accelerator import release_memory
 from nas.evaluation.base import AccuracyEvaluator, Evaluation
 from nas.interrupts import raise_if_interrupted
 from search_spaces import DesignSpace, suggest
@@ -66,6 +67,7 @@ class TrialRunner:
 
         try:
             raise_if_interrupted()  # held while Optuna created the trial
+            release_memory()  # what a previous trial that ran out of GPU memory still held
             return self._run(trial)
         except optuna.TrialPruned:
             raise
@@ -139,6 +141,8 @@ class TrialRunner:
             trial.set_user_attr(R.EPOCHS, len(evaluation.learning_curve))
         trial.set_user_attr(R.SCORE, evaluation.score)
         trial.set_user_attr(R.TRAIN_SECONDS, round(evaluation.seconds, 3))
+        if evaluation.placement is not None:
+            trial.set_user_attr(R.ACCELERATOR, evaluation.placement)
         if evaluation.diverged:
             trial.set_user_attr(R.DIVERGED, True)
         if evaluation.state_dict is not None and self.weights_dir is not None:

@@ -46,6 +46,8 @@ class Evaluation:
     seconds: float = 0.0
     diverged: bool = False
     state_dict: dict[str, Any] | None = field(default=None, repr=False)
+    placement: dict[str, Any] | None = None
+    """Where it trained (:meth:`nas.evaluation.accelerator.Placement.to_dict`); None: no training."""
 
 
 class AccuracyEvaluator(Protocol):
@@ -53,6 +55,9 @@ class AccuracyEvaluator(Protocol):
     """Short name stored with each trial, e.g. 'proxy' or 'zero-cost:synflow'."""
     objective_name: str
     """What ``Evaluation.score`` measures: 'accuracy' or e.g. 'synflow'."""
+    accelerator: str
+    """Where it trains: ``--accelerator`` as given (see :mod:`nas.evaluation.accelerator`)."""
+    train_precision: str
     @property
     def epochs(self) -> int:
         """Training epochs per evaluation (0: no training), so early stopping knows the last one."""
@@ -90,6 +95,9 @@ class EvaluatorOptions:
     keep_weights: bool = False
     method: str = ""
     """The part after the colon, e.g. 'naswot' in 'zero-cost:naswot' ('' for the default)."""
+    accelerator: str = "cpu"
+    """``--accelerator`` (auto, cpu, cuda, cuda:N, mps), resolved in each training process."""
+    train_precision: str = "auto"
 
 
 EvaluatorFactory = Callable[[EvaluatorOptions], AccuracyEvaluator]

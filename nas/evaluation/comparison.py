@@ -166,8 +166,21 @@ class Fidelity:
         return f"{self.epochs} epoch(s) on {images} of {self.data} at {self.resolution}px"
 
 
-TrainJob = tuple[int, dict[str, Any], dict[str, Any], int, bool, str | None]
-"""(index, config, fidelity, seed, with test split, where to save the weights or None)."""
+@dataclass(frozen=True)
+class TrainJob:
+    """One (config, seed) run, as sent to a pool worker."""
+
+    index: int
+    config: dict[str, Any]
+    fidelity: dict[str, Any]
+    seed: int
+    with_test: bool
+    save_to: str | None
+    """Where to save the trained state_dict (None: not kept)."""
+    accelerator: str = "cpu"
+    train_precision: str = "auto"
+    workers: int = 1
+    """How many run at once: job ``index`` takes GPU ``index mod count`` and its memory share."""
 
 
 class ResultStore:
@@ -200,7 +213,8 @@ class ResultStore:
         return None if value is None else str(value)
 
     def add(self, contender: Contender, seed: int, accuracy: float, *, diverged: bool, seconds: float,
-            test_accuracy: float | None = None, weights_path: str | None = None) -> None:
+            test_accuracy: float | None = None, weights_path: str | None = None,
+            place: dict[str, Any] | None = None) -> None:
         import optuna
 
         attrs: dict[str, Any] = {R.CONFIG: contender.config.to_dict(), R.COMPARE_LABEL: contender.label,
@@ -209,6 +223,8 @@ class ResultStore:
             attrs[R.TEST_ACCURACY] = test_accuracy
         if weights_path is not None:
             attrs[R.WEIGHTS_PATH] = weights_path
+        if place is not None:
+            attrs[R.ACCELERATOR] = place
         # One finished trial in one call: an interrupted run leaves nothing half-stored.
         self.study.add_trial(optuna.trial.create_trial(value=accuracy, user_attrs=attrs))
         self._attrs[self._key(contender.config, seed)] = attrs
@@ -231,20 +247,23 @@ class SeedRunner:
     model is also scored on the test split (reported, never used to choose)."""
 
     def __init__(self, store: ResultStore, fidelity: Fidelity, *, with_test: bool = False,
-                 weights_dir: Path | None = None) -> None:
+                 weights_dir: Path | None = None, accelerator: str = "cpu", train_precision: str = "auto") -> None:
         self.store = store
         self.fidelity = fidelity
         self.with_test = with_test
+        self.accelerator = accelerator
+        self.train_precision = train_precision
         self.weights_dir = weights_dir
         """When set, each run's trained state_dict is saved there (for ``nas export``)."""
         self.trained = 0
 
-    def _job(self, index: int, contender: Contender, seed: int) -> TrainJob:
+    def _job(self, index: int, contender: Contender, seed: int, workers: int = 1) -> TrainJob:
         save_to = None
         if self.weights_dir is not None:
             digest = hashlib.sha1(ResultStore._key(contender.config, seed)[0].encode()).hexdigest()[:12]
             save_to = str((self.weights_dir / f"{digest}-seed{seed}.pt").resolve())
-        return index, contender.config.to_dict(), self.fidelity.to_dict(), seed, self.with_test, save_to
+        return TrainJob(index, contender.config.to_dict(), self.fidelity.to_dict(), seed, self.with_test, save_to,
+                        self.accelerator, self.train_precision, workers)
 
     def missing(self, contenders: Sequence[Contender], seeds: Sequence[int]) -> list[tuple[int, Contender]]:
         """(seed, contender) pairs without a stored result, seed by seed (an interrupted run then
@@ -260,9 +279,9 @@ class SeedRunner:
         if self.store.score(contender.config, seed) is not None:
             return
         job = self._job(0, contender, seed)
-        _, accuracy, test_accuracy, diverged, seconds = _train_job(job)
+        _, accuracy, test_accuracy, diverged, seconds, place = _train_job(job)
         self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy,
-                       weights_path=job[-1])
+                       weights_path=job.save_to, place=place)
         self.trained += 1
 
     def run_all(self, todo: Sequence[tuple[int, Contender]], *, workers: int = 1,
@@ -279,13 +298,14 @@ class SeedRunner:
             return
         import multiprocessing
 
-        jobs = [self._job(index, contender, seed) for index, (seed, contender) in enumerate(todo)]
-        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)), initializer=_quiet_worker)
+        processes = min(workers, len(todo))
+        jobs = [self._job(index, contender, seed, processes) for index, (seed, contender) in enumerate(todo)]
+        pool = multiprocessing.get_context("spawn").Pool(processes, initializer=_quiet_worker)
         try:
-            for index, accuracy, test_accuracy, diverged, seconds in pool.imap_unordered(_train_job, jobs):
+            for index, accuracy, test_accuracy, diverged, seconds, place in pool.imap_unordered(_train_job, jobs):
                 seed, contender = todo[index]
                 self.store.add(contender, seed, accuracy, diverged=diverged, seconds=seconds, test_accuracy=test_accuracy,
-                               weights_path=jobs[index][-1])
+                               weights_path=jobs[index].save_to, place=place)
                 self.trained += 1
                 if advance is not None:
                     advance(contender.label, seed)
@@ -390,22 +410,28 @@ def _prepared(fidelity: Fidelity, with_test: bool) -> tuple[Any, Any]:
     return evaluated_on_split(data, dataset, fidelity.split), test
 
 
-def _train_job(job: TrainJob) -> tuple[int, float, float | None, bool, float]:
+def _train_job(job: TrainJob) -> tuple[int, float, float | None, bool, float, dict[str, Any]]:
     """One (config, seed) run, here or in a pool worker: (index, accuracy, test accuracy, diverged,
-    seconds); its state_dict is saved to the job's last field when that is a path."""
+    seconds, where it trained); its state_dict is saved to ``job.save_to`` when that is set."""
     import torch
 
-    from nas.evaluation.training import evaluate, train_config
+    from nas.evaluation.accelerator import pin_worker, placement
+    from nas.evaluation.training import evaluate, on_device, train_config
 
-    index, config, fidelity_dict, seed, with_test, save_to = job
-    fidelity = Fidelity(**fidelity_dict)
-    data, test = _prepared(fidelity, with_test)
-    result = train_config(ShuffleNetConfig.from_dict(config), data, _recipe(fidelity), seed=seed)
-    test_accuracy = float(evaluate(result.model, test.val_images, test.val_labels)) if test is not None else None
+    fidelity = Fidelity(**job.fidelity)
+    data, test = _prepared(fidelity, job.with_test)
+    pin_worker(job.accelerator, job.index, job.workers)
+    place = placement(job.accelerator, job.train_precision)
+    result = train_config(ShuffleNetConfig.from_dict(job.config), data, _recipe(fidelity), seed=job.seed, place=place)
+    test_accuracy = None
+    if test is not None:
+        test = on_device(test, place.device)
+        test_accuracy = float(evaluate(result.model, test.val_images, test.val_labels, place=place))
+    save_to = job.save_to
     if save_to is not None:
         path = Path(save_to)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        torch.save(result.model.state_dict(), partial)
+        torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, partial)
         os.replace(partial, path)  # whole or absent, even if the run is killed while saving
-    return index, float(result.accuracy), test_accuracy, bool(result.diverged), float(result.seconds)
+    return job.index, float(result.accuracy), test_accuracy, bool(result.diverged), float(result.seconds), place.to_dict()

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.evaluation.accelerator import placement
 from nas.evaluation.base import EpochCallback, Evaluation, EvaluatorOptions, StepCallback, register_evaluator
 from nas.evaluation.data import DEFAULT_DATA, Dataset, load_data
 from nas.evaluation.training import Recipe, prepare_data, train_config
@@ -33,6 +34,10 @@ class ProxyTrainingEvaluator:
     recipe: Recipe = DEFAULT_RECIPE
     seeds: tuple[int, ...] = (0,)
     keep_weights: bool = False
+    accelerator: str = "cpu"
+    """Where to train (see :mod:`nas.evaluation.accelerator`); not part of :meth:`spec`: a study
+    searched on a laptop may be resumed on a GPU box (results agree within seed noise)."""
+    train_precision: str = "auto"
     name: str = "proxy"
     objective_name: str = "accuracy"
     _dataset: Dataset | None = field(default=None, init=False, repr=False)
@@ -62,19 +67,20 @@ class ProxyTrainingEvaluator:
         self, config: ShuffleNetConfig, *, on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None
     ) -> Evaluation:
         data = prepare_data(self.dataset(), self.recipe)
+        place = placement(self.accelerator, self.train_precision)
         started = time.perf_counter()
         per_seed, curve, diverged, state = [], [], False, None
         for index, seed in enumerate(self.seeds):
             # Only the first seed reports epochs (it drives early stopping); others add spread.
             result = train_config(
                 config, data, self.recipe, seed=seed, on_epoch=on_epoch if index == 0 else None,
-                on_step=_offset_steps(on_step, index, len(self.seeds)),
+                on_step=_offset_steps(on_step, index, len(self.seeds)), place=place,
             )
             per_seed.append(result.accuracy)
             diverged = diverged or result.diverged
             if index == 0:
                 curve = list(result.val_accuracy_per_epoch)
-                state = result.model.state_dict() if self.keep_weights else None
+                state = {k: v.cpu() for k, v in result.model.state_dict().items()} if self.keep_weights else None
         return Evaluation(
             score=statistics.fmean(per_seed),
             score_std=statistics.stdev(per_seed) if len(per_seed) > 1 else None,
@@ -83,6 +89,7 @@ class ProxyTrainingEvaluator:
             seconds=time.perf_counter() - started,
             diverged=diverged,
             state_dict=state,
+            placement=place.to_dict(),
         )
 
 
@@ -98,5 +105,6 @@ def _proxy(options: EvaluatorOptions) -> ProxyTrainingEvaluator:
     if options.method:
         raise ValueError(f"the proxy evaluator has no method {options.method!r}; use proxy")
     return ProxyTrainingEvaluator(
-        data_spec=options.data_spec, recipe=options.recipe, seeds=options.seeds, keep_weights=options.keep_weights
+        data_spec=options.data_spec, recipe=options.recipe, seeds=options.seeds, keep_weights=options.keep_weights,
+        accelerator=options.accelerator, train_precision=options.train_precision,
     )

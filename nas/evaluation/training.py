@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nas.evaluation.accelerator import CPU, Placement
 from nas.evaluation.data import Dataset
 from nas.interrupts import raise_if_interrupted
 from shufflenet_core import ShuffleNetConfig, build_model
@@ -174,15 +175,41 @@ def _learning_rate_factor(step: int, total: int, warmup_fraction: float) -> floa
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy in [0, 1]."""
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
+             place: Placement = CPU) -> float:
+    """Top-1 accuracy in [0, 1] (on ``place``'s device, where the model is)."""
     model.eval()
     correct = 0
-    for start in range(0, len(labels), batch_size):
-        raise_if_interrupted()
-        logits = model(images[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == labels[start : start + batch_size]).sum())
+    device = torch.device(place.device)
+    with place.autocast():
+        for start in range(0, len(labels), batch_size):
+            raise_if_interrupted()
+            batch = images[start : start + batch_size].to(device, non_blocking=True)
+            if place.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            logits = model(batch)
+            correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size].cpu()).sum())
     return correct / max(1, len(labels))
+
+
+_ON_DEVICE: dict[str, tuple[PreparedData, PreparedData]] = {}
+
+
+def on_device(data: PreparedData, device: str) -> PreparedData:
+    """``data`` with its tensors on ``device``, copied once per process and device (the proxy's
+    data set is small: it lives on the GPU for every trial of a worker)."""
+    if device == "cpu":
+        return data
+    cached = _ON_DEVICE.get(device)
+    if cached is not None and cached[0] is data:
+        return cached[1]
+    target = torch.device(device)
+    moved = dataclasses.replace(
+        data, train_images=data.train_images.to(target), train_labels=data.train_labels.to(target),
+        val_images=data.val_images.to(target), val_labels=data.val_labels.to(target),
+    )
+    _ON_DEVICE[device] = (data, moved)
+    return moved
 
 
 def train_config(
@@ -193,16 +220,24 @@ def train_config(
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    place: Placement = CPU,
 ) -> TrainResult:
     """Train ``config`` on ``data`` and report validation accuracy after each epoch.
 
     ``on_epoch(epoch, accuracy)`` may raise (e.g. to prune the trial); ``on_step(done, total)``
-    feeds progress bars.
+    feeds progress bars. ``place`` is the device and precision (see
+    :mod:`nas.evaluation.accelerator`); the returned model stays there.
     """
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = build_model(proxy_config(config, data))
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
+    model = build_model(proxy_config(config, data), fast=place.fast_layers)
     _zero_init_last_bn(model)
+    device = torch.device(place.device)
+    if place.kind != "cpu":
+        torch.backends.cudnn.benchmark = place.kind == "cuda"
+        model = model.to(device, memory_format=torch.channels_last if place.channels_last else torch.contiguous_format)
+        data = on_device(data, place.device)
+    scaler = place.grad_scaler()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
         weight_decay=recipe.weight_decay, nesterov=True,
@@ -223,24 +258,32 @@ def train_config(
         model.train()
         order = torch.randperm(count, generator=generator)
         for batch in range(batches_per_epoch):
-            index = order[batch * batch_size : (batch + 1) * batch_size]
+            index = order[batch * batch_size : (batch + 1) * batch_size].to(device)
             images = data.train_images[index]
             if recipe.horizontal_flip:
-                flip = torch.rand(len(index), generator=generator) < 0.5
+                flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)
                 images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-            loss = criterion(model(images), data.train_labels[index])
+            if place.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with place.autocast():
+                loss = criterion(model(images), data.train_labels[index])
             if not torch.isfinite(loss):
                 diverged = True
                 break
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             step += 1
             raise_if_interrupted()  # a held Ctrl-C (see nas.interrupts) stops training here
             if on_step is not None:
                 on_step(step, total_steps)
-        accuracy = evaluate(model, data.val_images, data.val_labels)
+        accuracy = evaluate(model, data.val_images, data.val_labels, place=place)
         accuracies.append(accuracy)
         if on_epoch is not None:
             on_epoch(epoch, accuracy)

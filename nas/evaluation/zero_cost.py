@@ -88,6 +88,9 @@ class ZeroCostEvaluator:
         self.objective_name = self.method
 
     epochs: int = field(default=0, init=False)
+    accelerator: str = field(default="cpu", init=False)
+    """Zero-cost scores take one batch: always on the CPU."""
+    train_precision: str = field(default="fp32", init=False)
     """No training."""
 
     def spec(self) -> dict[str, Any]:

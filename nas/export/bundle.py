@@ -69,6 +69,8 @@ class ExportRequest:
     train_epochs: int | None = None
     data: str | None = None
     onnx_exporter: str = "dynamo"
+    accelerator: str = "cpu"
+    train_precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -423,6 +425,7 @@ def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN20
         model, training = (train or train_for_export)(
             config, epochs=request.train_epochs, data_spec=data_spec, seed=seed,
             base_recipe=spec.get("recipe") if isinstance(spec.get("recipe"), dict) else None, log=log,
+            accelerator=request.accelerator, train_precision=request.train_precision,
         )
         description = (
             f"trained for {request.train_epochs} epoch(s) on {training['data']} by nas export "

@@ -140,6 +140,7 @@ def _accuracy_section(record: TrialRecord, info: StudyInfo, weights_kind: str) -
         "seeds": spec.get("seeds"),
         "epochs": epochs,
         "learning_curve": list(record.learning_curve),
+        "trained_on": attrs.get(keys.ACCELERATOR),
     }
 
 
@@ -234,6 +235,8 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"- evaluator: {accuracy['evaluator'] or 'not recorded'}, epochs: {accuracy['epochs'] or 'not recorded'}",
             f"- recipe: {_plain(accuracy['recipe']) if accuracy['recipe'] else 'not recorded'}",
         ]
+        if accuracy.get("trained_on"):
+            lines.append(f"- trained on: {_plain(accuracy['trained_on'])} (other accelerators agree within seed noise)")
         if accuracy["learning_curve"]:
             lines.append(f"- learning curve: {', '.join(_pct(v) for v in accuracy['learning_curve'])}")
     lines += ["", "## Latency", ""]

@@ -29,6 +29,8 @@ def train_for_export(
     seed: int = 0,
     base_recipe: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    accelerator: str = "cpu",
+    train_precision: str = "auto",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``config`` for ``epochs`` on ``data_spec``; return the model and the card's record.
 
@@ -36,8 +38,9 @@ def train_for_export(
     there); its classes and input channels are the data set's.
     """
 
+    from nas.evaluation.accelerator import placement
     from nas.evaluation.data import load_data
-    from nas.evaluation.training import Recipe, evaluate, evaluated_on_split, prepare_data, train_config
+    from nas.evaluation.training import Recipe, evaluate, evaluated_on_split, on_device, prepare_data, train_config
     from shufflenet_core import build_model
 
     dataset = load_data(data_spec)
@@ -51,25 +54,28 @@ def train_for_export(
     log(f"training {config.short_name} for {epochs} epoch(s) on {dataset.describe()} at {recipe.resolution}px")
     data = prepare_data(dataset, recipe)
     with _progress(log) as (on_step, on_epoch):
-        result = train_config(config, data, recipe, seed=seed, on_step=on_step, on_epoch=on_epoch)
+        place = placement(accelerator, train_precision)
+        result = train_config(config, data, recipe, seed=seed, on_step=on_step, on_epoch=on_epoch, place=place)
     if result.diverged:
         raise UserError(f"training diverged after {len(result.val_accuracy_per_epoch)} epoch(s); nothing exported")
 
     test = evaluated_on_split(data, dataset, "test")
     assert data.mean is not None and data.std is not None
     test_labels = test.val_labels
-    test_accuracy = evaluate(result.model, test.val_images, test_labels)
+    on_place = on_device(test, place.device)
+    test_accuracy = evaluate(result.model, on_place.val_images, on_place.val_labels, place=place)
     log(f"held-out test accuracy: {100 * test_accuracy:.2f}% on {len(test_labels)} images")
 
     trained = result.model.config
     model = build_model(trained.replace(input_size=config.input_size))
-    model.load_state_dict(result.model.state_dict())
+    model.load_state_dict({k: v.cpu() for k, v in result.model.state_dict().items()})
     record = {
         "data": dataset.spec,
         "classes": list(dataset.class_names),
         "epochs": epochs,
         "seed": seed,
         "recipe": recipe.to_dict(),
+        "trained_on": place.to_dict(),
         "train_images": int(len(data.train_labels)),
         "val_images": int(len(data.val_labels)),
         "test_images": int(len(test_labels)),

@@ -103,6 +103,16 @@ def trials_table(records: Sequence[TrialRecord], info: StudyInfo) -> Table:
     return table
 
 
+def trained_on(records: Sequence[TrialRecord]) -> list[str]:
+    """Where the study's trials trained, e.g. "cuda:0 (NVIDIA H200), bf16: 60 trials"."""
+    counts: Counter[str] = Counter()
+    for record in records:
+        place = record.attrs.get(R.ACCELERATOR)
+        if isinstance(place, dict):
+            counts[f"{place.get('device')} ({place.get('device_name')}), {place.get('train_precision')}"] += 1
+    return [f"{place}: {count} trial(s)" for place, count in counts.most_common()]
+
+
 def print_search_summary(console: Console, outcome: SearchOutcome, storage_shown: str) -> None:
     """What ``nas search`` prints when it ends: each study's front, counts and best trial."""
     for study in outcome.studies:
@@ -118,6 +128,10 @@ def _print_study(console: Console, outcome: StudyOutcome, storage_shown: str) ->
     console.print(f"trials: {counts} ({outcome.counted} of {outcome.target} count toward --n-trials)", highlight=False)
     for line in outcome.report.events:
         console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)  # paths stay whole
+    places = trained_on(records)
+    if places:
+        mixed = " (results from different accelerators agree only within seed noise)" if len(places) > 1 else ""
+        console.print(f"trained on: {'; '.join(places)}{mixed}", highlight=False, soft_wrap=True)
     best = best_trial(records, info)
     if best is None or best.score is None:
         return

@@ -149,7 +149,7 @@ class WeightWritingRunner(ScriptedRunner):
     def run(self, contender: Contender, seed: int) -> None:
         if self.store.score(contender.config, seed) is not None:
             return
-        path = self._job(0, contender, seed)[-1]
+        path = self._job(0, contender, seed).save_to
         value = self.truth[contender.config.short_name] + 0.001 * (seed % 3)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -110,3 +110,36 @@ def test_ctrl_c_marks_the_trial_lost_and_enqueues_its_config_again(settings: Sea
     assert retry.state.name == "WAITING" and retry.system_attrs["fixed_params"] == interrupted.params
     assert retry.user_attrs[R.RETRY_OF] == interrupted.number and retry.user_attrs[R.START_DESIGN] == 3
     assert retry.user_attrs[R.ATTEMPT] == 1  # Ctrl-C says nothing about the config: not an attempt
+
+
+def test_a_trained_trial_stores_where_it_trained(settings: SearchSettings) -> None:
+    study = _study()
+    study.enqueue_trial(SMALL)
+    place = _run(study, settings).user_attrs[R.ACCELERATOR]
+    assert place["device"] == "cpu" and place["train_precision"] == "fp32" and place["layers"] == "fast CPU layers"
+
+
+def test_running_out_of_gpu_memory_fails_that_trial_only_and_the_next_one_trains(settings: SearchSettings,
+                                                                                 monkeypatch) -> None:
+    """A GPU cannot exist here: the evaluator raises torch's own CUDA out-of-memory error once."""
+    import torch
+
+    from nas.evaluation.proxy import ProxyTrainingEvaluator
+
+    real = ProxyTrainingEvaluator.evaluate
+    calls = []
+
+    def once_out_of_memory(self, config, **kwargs):  # noqa: ANN001, ANN202
+        calls.append(config)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, config, **kwargs)
+
+    monkeypatch.setattr(ProxyTrainingEvaluator, "evaluate", once_out_of_memory)
+    study = _study()
+    study.enqueue_trial(SMALL)
+    failed = _run(study, settings)
+    assert failed.state.name == "FAIL" and not failed.user_attrs.get(R.LOST)
+    assert failed.user_attrs[R.FAIL_REASON] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    study.enqueue_trial(SMALL)
+    assert _run(study, settings).state.name == "COMPLETE"
