@@ -114,6 +114,7 @@ RAY_RUN = "ray_run"  # str: the Tune experiment that ran the trial
 RAY_TRIAL_ID = "ray_trial_id"
 RAY_NODE = "ray_node"  # str: IP of the Ray node that ran the trial
 RAY_NODE_ID = "ray_node_id"  # str: Ray's id of that node (several nodes may share one IP)
+RAY_GPU_IDS = "ray_gpu_ids"  # list[str]: the GPUs Ray gave the trial (with --gpus-per-trial)
 
 # --- `nas compare`: a comparison study holds one trial per (config, seed) at one fidelity -----
 COMPARE_FIDELITY = "compare_fidelity"  # study attr, dict: epochs, train_size, data, resolution, batch, split

@@ -23,6 +23,6 @@ if [ "$want_test" = 1 ]; then
     quiet_pip -e ".[test]"
     bash scripts/system-deps.sh
 else
-    quiet_pip -e ".[all]"
+    quiet_pip -e ".[standard]"  # everything but the [mobile] extra (ExecuTorch), which the tests install
 fi
 .venv/bin/nas --version

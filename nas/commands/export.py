@@ -22,7 +22,9 @@ def export(
     best: bool = typer.Option(False, "--best", help="Export the most accurate feasible trial of the front."),
     budget: str | None = typer.Option(None, "--budget", help="With --best: FLOP budget, e.g. 140M."),
     latency_budget: str | None = typer.Option(None, "--latency-budget", help="With --best: e.g. 30ms."),
-    formats: str = typer.Option("onnx,pytorch", "--format", help="Comma-separated: onnx, pytorch."),
+    formats: str = typer.Option("onnx,pytorch", "--format", help=(
+        "Comma-separated: onnx, pytorch, onnx-int8 (static int8, calibrated on 256 training images)."
+    )),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     untrained: bool = typer.Option(False, "--untrained", help="Export the architecture with fresh weights."),
     train_epochs: int | None = typer.Option(

@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from nas.commands.accelerator_options import ACCELERATOR, TRAIN_PRECISION
+
 
 def register(app: typer.Typer) -> None:
     app.command("proxy-check")(proxy_check)
@@ -23,6 +25,8 @@ def proxy_check(
     seeds: int = typer.Option(2, "--seeds", min=1, help="Proxy runs per config with different seeds (measures the noise)."),
     seed: int = typer.Option(0, "--seed", help="Seed for picking configs and the first training seed."),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0 = all cores)."),
+    accelerator: str = ACCELERATOR,
+    train_precision: str = TRAIN_PRECISION,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Rank correlation (Spearman) between the proxy and factor-x-longer training, and seed noise.
@@ -37,6 +41,7 @@ def proxy_check(
 
     from nas.console import output_console
     from nas.errors import UserError
+    from nas.evaluation.accelerator import check_accelerator, placement
     from nas.evaluation.data import load_data, validate_data_spec
     from nas.evaluation.proxy_trust import check_proxy, diverse_configs
     from nas.evaluation.training import Recipe, prepare_data, train_config
@@ -44,6 +49,8 @@ def proxy_check(
 
     if threads:
         torch.set_num_threads(threads)
+    check_accelerator(accelerator, train_precision)
+    place = placement(accelerator, train_precision)
     spec = validate_data_spec(data)
     try:
         recipe = Recipe(epochs=epochs, resolution=resolution, train_size=train_size, val_size=val_size)
@@ -54,13 +61,14 @@ def proxy_check(
     prepared = prepare_data(dataset, recipe)
     console = Console(stderr=True)
     console.print(
-        f"[dim]{dataset.describe()}; proxy {epochs} epoch(s) x {seeds} seed(s), reference {epochs * factor} epochs[/dim]"
+        f"[dim]{dataset.describe()}; proxy {epochs} epoch(s) x {seeds} seed(s), reference {epochs * factor} epochs; "
+        f"training on {place.describe()}[/dim]"
     )
 
     kind, _, method = evaluator.partition(":")
     if kind == "proxy":
         def proxy_score(config, run_seed):
-            return train_config(config, prepared, recipe, seed=run_seed).accuracy
+            return train_config(config, prepared, recipe, seed=run_seed, place=place).accuracy
         proxy_name = f"proxy training, {epochs} epoch(s)"
         seed_list = list(range(seed, seed + seeds))
     elif kind == "zero-cost":
@@ -74,7 +82,7 @@ def proxy_check(
         raise UserError(f"unknown evaluator {evaluator!r}; use proxy or zero-cost[:naswot]")
 
     def reference_score(config):
-        return train_config(config, prepared, reference_recipe, seed=seed).accuracy
+        return train_config(config, prepared, reference_recipe, seed=seed, place=place).accuracy
 
     report = check_proxy(
         diverse_configs(configs, seed=seed),

@@ -122,6 +122,12 @@ def search(
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help=(
         "Ray backend: at most this many trials at once (default: cluster CPUs / --cpus-per-trial)."
     )),
+    gpus_per_trial: float | None = typer.Option(None, "--gpus-per-trial", help=(
+        "Ray backend: GPUs per trial; trials go to nodes that have them (fractions share a GPU, e.g. 0.25)."
+    )),
+    num_gpus: int | None = typer.Option(None, "--num-gpus", min=0, help=(
+        "Ray backend, local Ray only: GPUs it may hand out (default: those it detects)."
+    )),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display (a line per trial instead)."),
 ) -> None:
     arguments = dict(locals())

@@ -57,6 +57,8 @@ class SearchRequest:
     start_trials: int | None = None
     cpus_per_trial: int | None = None
     max_concurrent: int | None = None
+    gpus_per_trial: float | None = None
+    num_gpus: int | None = None
     worker_restarts: int = 3
     final: int | None = None
     final_time: float = 120.0
@@ -192,11 +194,13 @@ def backend_options(request: SearchRequest) -> tuple[str, Any]:
     ray_given = [
         flag for flag, value in (
             ("--ray-address", request.ray_address), ("--cpus-per-trial", request.cpus_per_trial),
-            ("--max-concurrent", request.max_concurrent),
-        ) if value
+            ("--max-concurrent", request.max_concurrent), ("--gpus-per-trial", request.gpus_per_trial),
+            ("--num-gpus", request.num_gpus),
+        ) if value is not None and value is not False
     ]
     if name != "ray":
         if ray_given:
             raise UserError(f"{', '.join(ray_given)} only apply with --backend ray")
         return name, None
-    return name, ray_options_from(request.ray_address, request.cpus_per_trial, request.max_concurrent)
+    return name, ray_options_from(request.ray_address, request.cpus_per_trial, request.max_concurrent,
+                                  request.gpus_per_trial, request.num_gpus)

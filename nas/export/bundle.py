@@ -46,8 +46,10 @@ __all__ = [
     "select_trial",
 ]
 
-FORMATS = ("onnx", "pytorch")
+FORMATS = ("onnx", "pytorch", "onnx-int8", "executorch", "executorch-int8")
+DEFAULT_FORMATS = ("onnx", "pytorch")
 ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
 MAX_CARD_BYTES = 16 * 2**20  # a card is a few KB; anything this big is not one
 ONNX_ATOL = 1e-4
 
@@ -63,7 +65,7 @@ class ExportRequest:
     budget_macs: int | None = None
     budget_label: str | None = None
     latency_budget_ms: float | None = None
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     force: bool = False
     untrained: bool = False
     train_epochs: int | None = None
@@ -99,6 +101,10 @@ def parse_formats(text: str) -> tuple[str, ...]:
     unknown = [name for name in wanted if name not in FORMATS]
     if unknown or not wanted:
         raise UserError(f"--format {text!r}: choose from {', '.join(FORMATS)} (comma-separated)")
+    if any(name.startswith("executorch") for name in wanted):
+        from nas.export.executorch import require_executorch
+
+        require_executorch()
     return wanted
 
 
@@ -387,6 +393,7 @@ def run_export(
     model, config, weights = _weights_for(record, info, url, request, train, log)
     onnx_info: dict[str, Any] | None = None
     files: list[str] = []
+    images = weights_images(record, info, weights, config)
 
     def fill(folder: Path) -> None:
         nonlocal onnx_info
@@ -398,9 +405,18 @@ def run_export(
         if "onnx" in request.formats:
             onnx_info = _write_onnx(model, folder / ONNX_FILE, exporter=request.onnx_exporter)
             files.append(ONNX_FILE)
+        int8_info = None
+        if "onnx-int8" in request.formats:
+            int8_info = _write_onnx_int8(model, folder, images, request.onnx_exporter, keep_fp32="onnx" in request.formats)
+            files.append(ONNX_INT8_FILE)
+            log(f"int8: {ONNX_INT8_FILE} calibrated on {int8_info['calibration']['images']} "
+                f"{int8_info['calibration']['split']} images")
+        programs = _write_executorch(model, folder, images, request.formats, files)
+        deployed = _deployed_accuracy(model, folder, files, images, weights) if images is not None else None
         card = build_card(
             record=record, info=info, storage_url=url, config=config, weights=weights,
-            onnx=onnx_info, files=files, request=request,
+            onnx=onnx_info, files=files, request=request, onnx_int8=int8_info, deployed=deployed,
+            preprocessing=None if images is None else images.preprocessing, executorch=programs,
         )
         _write_json(folder / CARD_JSON, card)
         (folder / CARD_MARKDOWN).write_text(render_markdown(card), encoding="utf-8")
@@ -467,6 +483,78 @@ def _final_stage_weights(config: ShuffleNetConfig, kept: dict[str, Any], log: Ca
     training = {"by": "nas final", "seed": kept["seed"], **fidelity.to_dict(), "selection_accuracy": kept["accuracy"],
                 "test_accuracy": test}
     return model, config, WeightsSource("final", description, path=str(kept["path"]), training=training)
+
+
+def weights_images(record: TrialRecord, info: StudyInfo, weights: WeightsSource, config: ShuffleNetConfig) -> Any:
+    """The data and resolution the exported weights were trained at (where int8 is calibrated
+    and every file's accuracy measured); None when the model does not take that data's images
+    (an untrained architecture with the search space's channels)."""
+    from nas.evaluation.data import DEFAULT_DATA, load_data
+    from nas.export.quantize import WeightsData
+
+    spec = info.attrs.get(keys.EVALUATOR_SPEC)
+    spec = spec if isinstance(spec, dict) else {}
+    recipe: dict[str, Any] = spec["recipe"] if isinstance(spec.get("recipe"), dict) else {}
+    training: dict[str, Any] = weights.training or {}
+    data_spec = str(training.get("data") or info.attrs.get(keys.DATA_SPEC) or spec.get("data") or DEFAULT_DATA)
+    resolution = int((training.get("recipe") or {}).get("resolution") or training.get("resolution")
+                     or recipe.get("resolution") or 32)
+    if load_data(data_spec).in_channels != config.in_channels:
+        return None
+    return WeightsData(data_spec, resolution, trained=weights.kind != "untrained")
+
+
+def _write_onnx_int8(model: ShuffleNetV1, folder: Path, images: Any, exporter: str, *, keep_fp32: bool) -> dict[str, Any]:
+    """model.int8.onnx from the float32 ONNX file (written first, and removed again when only
+    int8 was asked for: it is ours, in the folder being filled)."""
+    from nas.export.quantize import calibration_images, quantize_onnx
+
+    fp32 = folder / ONNX_FILE
+    if not keep_fp32:
+        _write_onnx(model, fp32, exporter=exporter)
+    try:
+        return quantize_onnx(fp32, folder / ONNX_INT8_FILE, calibration_images(images, model.config))
+    finally:
+        if not keep_fp32:
+            fp32.unlink(missing_ok=True)
+
+
+def _write_executorch(model: ShuffleNetV1, folder: Path, images: Any, formats: Sequence[str],
+                      files: list[str]) -> list[dict[str, Any]]:
+    """model.pte and model.int8.pte (batch 1 at the training resolution; the deployment size
+    for an untrained architecture)."""
+    wanted = [name for name in ("executorch", "executorch-int8") if name in formats]
+    if not wanted:
+        return []
+    import torch
+
+    from nas.export.executorch import EXECUTORCH_FILE, EXECUTORCH_INT8_FILE, write_executorch
+    from nas.export.quantize import calibration_images
+
+    config = model.config
+    size = images.resolution if images is not None else config.input_size
+    example = torch.randn(1, config.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    written = []
+    for name in wanted:
+        if name == "executorch":
+            written.append(write_executorch(model, folder / EXECUTORCH_FILE, example))
+            files.append(EXECUTORCH_FILE)
+        else:
+            calibration = calibration_images(images, config)
+            written.append(write_executorch(model, folder / EXECUTORCH_INT8_FILE, example, calibration=calibration.images))
+            written[-1]["quantization"]["split"] = calibration.split
+            files.append(EXECUTORCH_INT8_FILE)
+    return written
+
+
+def _deployed_accuracy(model: ShuffleNetV1, folder: Path, files: Sequence[str], images: Any,
+                       weights: WeightsSource) -> dict[str, Any] | None:
+    """Each exported model file's top-1 accuracy on the held-out test split, in its runtime."""
+    if not images.trained:
+        return None
+    from nas.export.quantize import file_accuracies
+
+    return file_accuracies(model, folder, files, images)
 
 
 def _write_onnx(model: ShuffleNetV1, path: Path, *, exporter: str = "dynamo") -> dict[str, Any]:

@@ -42,6 +42,10 @@ def build_card(
     onnx: dict[str, Any] | None,
     files: Sequence[str],
     request: ExportRequest,
+    onnx_int8: dict[str, Any] | None = None,
+    deployed: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    executorch: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     from nas.storage import describe_storage
 
@@ -68,7 +72,10 @@ def build_card(
         },
         "accuracy": _accuracy_section(record, info, weights.kind),
         "latency": _latency_section(record),
-        "files": {"list": list(files), "onnx": onnx, "pytorch": _pytorch_section(files)},
+        "files": {"list": list(files), "onnx": onnx, "onnx_int8": onnx_int8, "executorch": list(executorch),
+                  "pytorch": _pytorch_section(files)},
+        "deployed_accuracy": deployed,
+        "preprocessing": preprocessing,
         "provenance": {
             "storage": describe_storage(storage_url),
             "study": info.name,
@@ -256,9 +263,38 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"counted at {onnx['input']['deployment_size']}); passes onnx.checker; ONNX Runtime vs PyTorch "
             f"max |diff| {onnx['max_abs_diff_vs_pytorch']:.2e}"
         )
+    int8 = card["files"].get("onnx_int8")
+    if int8:
+        calibration = int8["calibration"]
+        lines.append(
+            f"- `{int8['file']}`: {int8['format']}, {int8['bytes'] / 1e6:.2f} MB; int8 weights per channel, uint8 "
+            f"activations, ranges calibrated ({calibration['method']}) on {calibration['images']} "
+            f"{'training' if calibration['split'] == 'train' else 'random'} images"
+        )
+    for program in card["files"].get("executorch") or ():
+        share = program["delegation"]
+        lines.append(
+            f"- `{program['file']}`: {program['format']}, {program['bytes'] / 1e6:.2f} MB, input {program['input_shape']}; "
+            f"{100 * share['delegated_share']:.1f}% of its nodes run in XNNPACK ({share['subgraphs']} subgraphs, "
+            f"{share['portable_nodes']} nodes in portable kernels)"
+        )
     if card["files"]["pytorch"]:
         lines.append("- `model.pt` (state_dict) + `config.json`: `shufflenet_core.load(folder)` returns the model")
     lines.append("- `model_card.md`, `model_card.json`: this card")
+    deployed = card.get("deployed_accuracy")
+    if deployed:
+        lines += ["", f"Accuracy of each file on the held-out test split ({deployed['images']} images of "
+                      f"{deployed['data']} at {deployed['resolution']}px, never used to choose or calibrate):", "",
+                  "| file | runtime | precision | test accuracy | same top-1 as float32 |", "|---|---|---|---|---|"]
+        for row in deployed["files"]:
+            agree = row.get("top1_agreement_with_fp32")
+            lines.append(f"| `{row['file']}` | {row['runtime']} | {row['precision']} | {_pct(row['test_accuracy'])} | "
+                         f"{'' if agree is None else _pct(agree)} |")
+    pre = card.get("preprocessing")
+    if pre:
+        lines += ["", "## Preprocessing", "",
+                  f"Resize to {pre['resize_to'][0]}x{pre['resize_to'][1]}, {pre['channels']}, {pre['layout']}; "
+                  f"scale {pre['scale']}, then subtract mean {pre['mean']} and divide by std {pre['std']} per channel."]
     lines += [
         "",
         "## Provenance",

@@ -471,3 +471,87 @@ def _records_of(db: Path, name: str):
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     return study_info(study), load_records(study)
+
+
+# --- int8 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_onnx_int8_of_a_trained_model_keeps_its_accuracy_and_the_card_says_so(nas, study_db: Path, tmp_path: Path) -> None:
+    import onnxruntime
+
+    from nas.evaluation.data import load_data
+
+    out = tmp_path / "int8"
+    result = nas("export", "--storage", str(study_db), "--study", STUDY, "--trial", "3", "--train-epochs", "2",
+                 "--format", "onnx-int8,pytorch,executorch,executorch-int8", "--onnx-exporter", "legacy", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.int8.onnx", "model.int8.pte", "model.pt",
+                                                      "model.pte", "model_card.json", "model_card.md"]
+    # (the float32 ONNX file int8 came from is not left behind)
+    card = json.loads((out / "model_card.json").read_text())
+    int8 = card["files"]["onnx_int8"]
+    assert int8["calibration"] == {"images": 256, "split": "train", "method": "MinMax", "weights": "int8, per channel",
+                                   "activations": "uint8, per tensor"}
+    assert int8["bytes"] == (out / "model.int8.onnx").stat().st_size
+    rows = {row["file"]: row for row in card["deployed_accuracy"]["files"]}
+    fp32, quantized = rows["model.pt"]["test_accuracy"], rows["model.int8.onnx"]["test_accuracy"]
+    assert fp32 == card["weights"]["training"]["test_accuracy"] or abs(fp32 - card["weights"]["training"]["test_accuracy"]) < 1e-3
+    assert rows["model.int8.onnx"]["top1_agreement_with_fp32"] >= 0.97 and fp32 - quantized <= 0.02, rows
+
+    # The int8 file really scores what the card says, with the card's own preprocessing.
+    proto_ops = {node.op_type for node in __import__("onnx").load(str(out / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= proto_ops
+    prep = card["preprocessing"]
+    dataset = load_data("fashion-mnist")
+    images = torch.from_numpy(dataset.test_images).float() / 255
+    images = torch.nn.functional.interpolate(images, size=tuple(prep["resize_to"]), mode="bilinear", antialias=True,
+                                             align_corners=False)
+    images = ((images - torch.tensor(prep["mean"]).view(1, -1, 1, 1)) / torch.tensor(prep["std"]).view(1, -1, 1, 1)).numpy()
+    session = onnxruntime.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    predicted = np.concatenate([session.run(None, {"input": images[i : i + 500]})[0].argmax(1) for i in range(0, len(images), 500)])
+    assert abs(float((predicted == dataset.test_labels).mean()) - quantized) < 1e-3
+    text = (out / "model_card.md").read_text()
+    assert "| `model.int8.onnx` | onnxruntime | int8 |" in text and "## Preprocessing" in text
+
+    # ExecuTorch: the program runs in ExecuTorch's runtime, agrees with PyTorch, and XNNPACK runs it.
+    import shufflenet_core
+    from executorch.runtime import Runtime
+
+    programs = {program["file"]: program for program in card["files"]["executorch"]}
+    assert programs["model.pte"]["input_shape"] == [1, 1, 32, 32]
+    for program in programs.values():
+        assert program["delegation"]["delegated_share"] >= 0.9 and program["bytes"] == (out / program["file"]).stat().st_size
+    model = shufflenet_core.load(out).eval()
+    method = Runtime.get().load_program(str(out / "model.pte")).load_method("forward")
+    for index in range(5):
+        image = torch.from_numpy(images[index : index + 1])
+        with torch.no_grad():
+            assert (method.execute([image])[0] - model(image)).abs().max() < 1e-4
+    assert rows["model.pte"]["top1_agreement_with_fp32"] >= 0.999
+    assert rows["model.int8.pte"]["top1_agreement_with_fp32"] >= 0.97, rows
+    assert fp32 - rows["model.int8.pte"]["test_accuracy"] <= 0.02, rows
+    assert programs["model.int8.pte"]["quantization"]["split"] == "train"
+
+
+def test_executorch_formats_without_the_package_are_one_line_and_write_nothing(nas, study_db: Path, tmp_path: Path) -> None:
+    """ExecuTorch is installed for the tests; a package that fails to import stands in for its absence."""
+    shadow = tmp_path / "shadow" / "executorch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+    out = tmp_path / "never"
+    result = nas("export", "--storage", str(study_db), "--study", STUDY, "--trial", "1", "--untrained", "--format",
+                 "executorch", "--out", str(out), env={"PYTHONPATH": str(tmp_path / "shadow")})
+    assert result.returncode == 2
+    assert result.stderr.strip() == 'nas: error: the executorch formats need ExecuTorch: pip install "shufflenas[mobile]"'
+    assert not out.exists()
+
+
+def test_onnx_int8_of_an_untrained_architecture_is_calibrated_on_random_inputs(nas, study_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "untrained-int8"
+    result = nas("export", "--storage", str(study_db), "--study", STUDY, "--trial", "1", "--untrained",
+                 "--format", "onnx,onnx-int8", "--onnx-exporter", "legacy", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["files"]["onnx_int8"]["calibration"]["split"] == "random" and card["deployed_accuracy"] is None
+    assert (out / "model.onnx").exists() and (out / "model.int8.onnx").exists()

@@ -26,12 +26,23 @@ class RayOptions:
     """None starts a local Ray; "auto" or HOST:PORT connects to a running cluster."""
     cpus_per_trial: int = 1
     max_concurrent: int | None = None
+    gpus_per_trial: float = 0.0
+    """GPUs Ray reserves per trial (fractions share one GPU: 0.25 runs four trials on it)."""
+    num_gpus: int | None = None
+    """GPUs a local Ray may hand out (None: those it detects); a cluster's nodes declare their own."""
     max_failures: int = 2
     """How often Tune retries a trial whose worker crashed."""
 
 
-def ray_options_from(ray_address: str | None, cpus_per_trial: int | None, max_concurrent: int | None) -> RayOptions:
+def ray_options_from(ray_address: str | None, cpus_per_trial: int | None, max_concurrent: int | None,
+                     gpus_per_trial: float | None = None, num_gpus: int | None = None) -> RayOptions:
     """Check the Ray options (cheaply, before anything is written)."""
+    if gpus_per_trial is not None and not (0 < gpus_per_trial <= 64):
+        raise UserError(f"--gpus-per-trial must be above 0 (fractions share a GPU, e.g. 0.25), got {gpus_per_trial:g}")
+    if num_gpus is not None and num_gpus < 0:
+        raise UserError(f"--num-gpus must be >= 0, got {num_gpus}")
+    if num_gpus is not None and ray_address:
+        raise UserError("--num-gpus sets the GPUs of the local Ray this command starts; a cluster's nodes declare their own")
     if cpus_per_trial is not None and cpus_per_trial < 1:
         raise UserError(f"--cpus-per-trial must be >= 1, got {cpus_per_trial}")
     if max_concurrent is not None and max_concurrent < 1:
@@ -41,4 +52,5 @@ def ray_options_from(ray_address: str | None, cpus_per_trial: int | None, max_co
         from nas.backends.ray.cluster import parse_address
 
         parse_address(address)
-    return RayOptions(address=address, cpus_per_trial=cpus_per_trial or 1, max_concurrent=max_concurrent)
+    return RayOptions(address=address, cpus_per_trial=cpus_per_trial or 1, max_concurrent=max_concurrent,
+                      gpus_per_trial=gpus_per_trial or 0.0, num_gpus=num_gpus)

@@ -135,15 +135,22 @@ class RayBackend:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         options = self.options
         local_cpus = None if options.address else (options.max_concurrent or 0) * options.cpus_per_trial or os.cpu_count()
-        with ray_session(options.address, local_cpus) as resources:
+        with ray_session(options.address, local_cpus, options.num_gpus) as resources:
             self._dataset = settings.evaluator.dataset()
             display.note(f"data: {self._dataset.describe()} (to the workers through Ray's object store)")
             cpus = int(resources.get("CPU", 0))
             if cpus < options.cpus_per_trial:
                 raise UserError(f"--cpus-per-trial {options.cpus_per_trial} is more than the Ray cluster's {cpus} CPUs")
-            concurrent = options.max_concurrent or max(1, cpus // options.cpus_per_trial)
+            gpus = float(resources.get("GPU", 0))
+            if options.gpus_per_trial > gpus:
+                raise UserError(f"--gpus-per-trial {options.gpus_per_trial:g} is more than the Ray cluster's {gpus:g} GPUs")
+            fit = cpus // options.cpus_per_trial
+            if options.gpus_per_trial:
+                fit = min(fit, int(gpus / options.gpus_per_trial + 1e-9))
+            concurrent = options.max_concurrent or max(1, fit)
+            per_trial = f"{options.cpus_per_trial} CPU" + (f" + {options.gpus_per_trial:g} GPU" if options.gpus_per_trial else "")
             display.note(
-                f"Ray: {options.address or 'local'}, {cpus} CPUs, up to {concurrent} trial(s) x {options.cpus_per_trial} CPU"
+                f"Ray: {options.address or 'local'}, {cpus} CPUs, {gpus:g} GPUs, up to {concurrent} trial(s) x {per_trial}"
             )
             self._warn_file_storage(display, resolve_storage_url(settings.storage))
             yield
@@ -170,11 +177,10 @@ class RayBackend:
         run_name = f"{plan.study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         job = RayJob(
             settings=_job_settings(settings), budget=plan.budget, study_name=plan.study_name, run_name=run_name,
-            cpus_per_trial=options.cpus_per_trial, epochs=epochs,
+            cpus_per_trial=options.cpus_per_trial, epochs=epochs, gpus_per_trial=options.gpus_per_trial,
         )
-        trainable = tune.with_resources(
-            tune.with_parameters(ray_trial, job=job, dataset=self._dataset), {"cpu": options.cpus_per_trial}
-        )
+        resources = {"cpu": options.cpus_per_trial, **({"gpu": options.gpus_per_trial} if options.gpus_per_trial else {})}
+        trainable = tune.with_resources(tune.with_parameters(ray_trial, job=job, dataset=self._dataset), resources)
         callback = StorageCallback(study, storage, run_name, feed, settings.max_attempts)
         tuner = tune.Tuner(
             trainable,

@@ -39,7 +39,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 
 @contextmanager
-def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
+def ray_session(address: str | None, num_cpus: int | None, num_gpus: int | None = None) -> Iterator[dict]:
     """Ray for the duration of the search; yields the cluster's resources."""
     if address is None:
         # A private, loopback-only Ray for this run (see ../shared/STACK.md).
@@ -53,7 +53,7 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
     try:
         if address is None:
             ray.init(
-                num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                 logging_level=logging.WARNING, log_to_driver=False,
             )
         else:

@@ -41,6 +41,7 @@ class RayJob:
     run_name: str
     cpus_per_trial: int
     epochs: int
+    gpus_per_trial: float = 0.0
 
 
 def claim_trial(
@@ -101,6 +102,11 @@ def ray_trial(config: dict[str, Any], job: RayJob, dataset: Any = None) -> None:
     trial.set_user_attr(R.RAY_TRIAL_ID, tune.get_context().get_trial_id())
     trial.set_user_attr(R.RAY_NODE, ray.util.get_node_ip_address())
     trial.set_user_attr(R.RAY_NODE_ID, ray.get_runtime_context().get_node_id())
+    if job.gpus_per_trial:
+        # Ray hands the trial its GPUs through CUDA_VISIBLE_DEVICES; a fraction also caps memory.
+        trial.set_user_attr(R.RAY_GPU_IDS, [str(gpu) for gpu in ray.get_gpu_ids()])
+        if job.gpus_per_trial < 1 and torch.cuda.is_available():
+            torch.cuda.set_per_process_memory_fraction(job.gpus_per_trial, 0)
 
     def report_epoch(epoch: int, accuracy: float) -> None:
         if epoch + 1 < job.epochs:  # the last epoch is reported once the trial is stored
@@ -122,7 +128,7 @@ def ray_trial(config: dict[str, Any], job: RayJob, dataset: Any = None) -> None:
     result = {EPOCH: job.epochs, TRIAL_NUMBER: trial.number, FINAL: 1, STATE: "COMPLETE", "worker_pid": os.getpid()}
     result.update({name: float(value) for name, value in zip(settings.objectives, values, strict=True)})
     curve = trial.user_attrs.get(R.LEARNING_CURVE) or []
-    if len(curve) >= job.epochs and not trial.user_attrs.get(R.SKIPPED):
+    if curve and len(curve) >= job.epochs and not trial.user_attrs.get(R.SKIPPED):  # zero-cost trials have no curve
         result[EPOCH_ACCURACY] = float(curve[-1])
     tune.report(result)
 

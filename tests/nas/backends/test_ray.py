@@ -51,20 +51,33 @@ def _cluster_pids(temp_dir: str) -> list[int]:
     return sorted(found)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """A 2-CPU Ray head on loopback; torn down by killing exactly the processes it started."""
+def _start_head(*extra: str) -> tuple[str, str]:
     port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="nasray", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, **RAY_ENV}
     ray = str(Path(sys.executable).parent / "ray")
     started = subprocess.run(
         [ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}",
-         "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
+         "--disable-usage-stats", "--node-ip-address=127.0.0.1", *extra],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert started.returncode == 0, started.stdout + started.stderr
-    yield f"127.0.0.1:{port}", temp_dir
+    return f"127.0.0.1:{port}", temp_dir
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A 2-CPU Ray head on loopback; torn down by killing exactly the processes it started."""
+    address, temp_dir = _start_head()
+    yield address, temp_dir
+    kill_cluster(temp_dir)
+
+
+@pytest.fixture(scope="module")
+def gpu_head():
+    """A head that declares 2 logical GPUs: Ray schedules by them, though no GPU exists here."""
+    address, temp_dir = _start_head("--num-gpus=2")
+    yield address, temp_dir
     kill_cluster(temp_dir)
 
 
@@ -237,3 +250,36 @@ def test_ray_search_whose_every_trial_fails_exits_1(ray_head, tmp_path):
     assert "every trial of this run failed" in result.stdout and "Traceback" not in result.stderr
     states = [t.state.name for t in _study(db, "shufflenet-40M").get_trials()]
     assert states.count("FAIL") == 3 and "RUNNING" not in states and "COMPLETE" not in states, states
+
+
+@pytest.mark.slow
+def test_trials_request_and_receive_gpus_on_a_cluster_that_has_them(gpu_head, tmp_path):
+    """Fractional GPUs: 0.5 per trial, 2 logical GPUs, so up to 4 trials fit (2 CPUs allow 2).
+    Zero-cost trials: before the fix each one crashed after it was stored (no learning curve)
+    and Tune ran it twice more, so 4 trials became 12."""
+    address, _ = gpu_head
+    db = tmp_path / "gpu.db"
+    common = ["search", "--backend", "ray", "--ray-address", address, "--storage", str(db), "--evaluator", "zero-cost",
+              "--n-trials", "4", "--no-presets", "--final", "0", "--runs-dir", str(tmp_path / "runs")]
+    result = run_nas(*common, "--gpus-per-trial", "0.5", env=RAY_ENV, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 GPUs, up to 2 trial(s) x 1 CPU + 0.5 GPU" in result.stdout + result.stderr
+    trials = [t for t in _study(db).get_trials() if t.state.name != "WAITING"]  # start design not reached: waits
+    assert len(trials) == 4
+    for trial in trials:
+        assert trial.state.name == "COMPLETE"
+        assert len(trial.user_attrs["ray_gpu_ids"]) == 1 and set(trial.user_attrs["ray_gpu_ids"]) <= {"0", "1"}
+    too_many = run_nas(*common, "--gpus-per-trial", "3", env=RAY_ENV, timeout=300)
+    assert too_many.returncode == 2 and "--gpus-per-trial 3 is more than the Ray cluster's 2 GPUs" in too_many.stderr
+
+
+def test_gpu_options_are_checked_before_anything_runs():
+    from nas.commands.search_settings import backend_options
+
+    _, options = backend_options(_request(backend="ray", gpus_per_trial=0.25))
+    assert options.gpus_per_trial == 0.25 and options.num_gpus is None
+    for changes, says in ((dict(backend="ray", gpus_per_trial=0.0), "--gpus-per-trial must be above 0"),
+                          (dict(backend="ray", ray_address="auto", num_gpus=2), "--num-gpus sets the GPUs of the local Ray"),
+                          (dict(gpus_per_trial=1.0), "only apply with --backend ray")):
+        with pytest.raises(UserError, match=says):
+            backend_options(_request(**changes))
