@@ -111,27 +111,34 @@ def measure(
     cache_path: Path | None = typer.Option(None, "--cache", help="Latency cache file "
                                               "(default ~/.cache/shufflenas/latency.json)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure again even if a result is cached."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help=(
+        "onnxruntime (an ONNX file) or executorch (a .pte lowered to XNNPACK; needs the [mobile] extra)."
+    )),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or int8 (static quantization)."),
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Export a config to ONNX (batch 1, deployment resolution) and time it on the device."""
+    """Export a config (batch 1, deployment resolution) for a runtime and precision and time it on the device."""
     from nas.latency import LatencyCache, measure_config
+    from nas.latency.measure import check_runtime
 
+    check_runtime(runtime, precision)
     network = _load_config(preset, config)
     target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
     settings = _settings(threads, runs, warmup, clock, timeout)
     cache = None if no_cache else LatencyCache(cache_path)
-    result = measure_config(target, network, settings, cache=cache)
+    result = measure_config(target, network, settings, cache=cache, runtime=runtime, precision=precision)
     payload: dict[str, Any] = {"config": network.short_name, **result.to_dict(), "clock": settings.effective_clock,
-                               "warmup": warmup}
+                               "warmup": warmup, "runtime": runtime, "precision": precision}
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return
     info = result.device
+    version = info.get("executorch") if runtime == "executorch" else info.get("onnxruntime")
     typer.echo(f"{network.short_name} on {device} ({info.get('arch')}, {info.get('cpu_model')}, "
-               f"onnxruntime {info.get('onnxruntime')}, {threads} thread(s)){' [cached]' if result.cached else ''}")
+               f"{runtime} {version}, {precision}, {threads} thread(s)){' [cached]' if result.cached else ''}")
     typer.echo(f"median {result.median_ms:.3f} ms  p10 {result.p10_ms:.3f}  p90 {result.p90_ms:.3f}  "
                f"spread {100 * result.spread:.1f}%  ({result.runs} runs, {settings.effective_clock} clock)")
 

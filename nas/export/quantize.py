@@ -100,9 +100,9 @@ def calibration_images(weights: WeightsData | None, config: Any) -> EvaluationIm
 class _Calibration:
     """ONNX Runtime's CalibrationDataReader protocol over a fixed set of images."""
 
-    def __init__(self, input_name: str, images: np.ndarray) -> None:
+    def __init__(self, input_name: str, images: np.ndarray, batch: int = CALIBRATION_BATCH) -> None:
         self._batches: Iterator[dict[str, np.ndarray]] = iter(
-            {input_name: images[start : start + CALIBRATION_BATCH]} for start in range(0, len(images), CALIBRATION_BATCH)
+            {input_name: images[start : start + batch]} for start in range(0, len(images), batch)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -116,12 +116,13 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: EvaluationImage
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     assert calibration.split in ("train", "random"), "int8 ranges are never calibrated on held-out images"
-    input_name = onnxruntime.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    meta = onnxruntime.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    fixed_batch = meta.shape[0] if isinstance(meta.shape[0], int) else None  # a file exported at batch 1
     with tempfile.TemporaryDirectory(prefix="nas-int8-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # shapes and fusions ORT's quantizer expects
         quantize_static(
-            str(prepared), str(int8_path), _Calibration(input_name, calibration.images),
+            str(prepared), str(int8_path), _Calibration(meta.name, calibration.images, fixed_batch or CALIBRATION_BATCH),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         )

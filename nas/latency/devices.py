@@ -55,6 +55,8 @@ class Device(ABC):
     """How a spec of this kind is written, for messages: ``adb[:serial]``."""
     OPTIONS: ClassVar[frozenset[str]] = frozenset()
     """The keyword options the kind takes; :func:`open_device` drops the others."""
+    runtimes: ClassVar[tuple[str, ...]] = ("onnxruntime", "executorch")
+    """Runtimes the kind can time models with (see :data:`nas.latency.measure.RUNTIMES`)."""
     measures: ClassVar[bool] = True
     """False for a kind that cannot time anything (``lut``): a lookup table then predicts
     every config, and a config it lacks fails instead of being measured."""
@@ -87,10 +89,22 @@ class Device(ABC):
     def measure(self, models: Sequence[Path], settings: RunSettings, *, input_file: Path | None = None) -> list[Timing]:
         """Time each ONNX file; one upload and one runtime start for all of them."""
 
-    def require_runtime(self) -> dict[str, Any]:
-        """The probe, or :class:`DeviceUnavailableError` when the device cannot time models."""
+    def require_runtime(self, runtime: str = "onnxruntime") -> dict[str, Any]:
+        """The probe, or :class:`DeviceUnavailableError` when the device cannot time models
+        with ``runtime``."""
+        if runtime not in self.runtimes:
+            raise DeviceUnavailableError(
+                f"{self.spec}: {self.kind} devices time models with {', '.join(self.runtimes)} only"
+                + ("; for ExecuTorch on a phone, push a cross-built executor_runner and time it there (see README)"
+                   if runtime == "executorch" else "")
+            )
         info = self.probe()
-        if not info.get("onnxruntime"):
+        if runtime == "executorch" and not info.get("executorch"):
+            raise DeviceUnavailableError(
+                f"{self.spec}: the device ({info.get('arch', '?')}) has no ExecuTorch Python runtime "
+                "(pip install executorch, which needs torch there; else a cross-built executor_runner, see README)"
+            )
+        if not info.get("onnxruntime") and runtime == "onnxruntime":
             raise DeviceUnavailableError(self.missing_runtime_message(info))
         return info
 

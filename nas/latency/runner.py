@@ -1,4 +1,6 @@
-"""The script that runs ON the device: probe it, or time ONNX models with ONNX Runtime.
+"""The script that runs ON the device: probe it, or time models: ONNX files with ONNX
+Runtime, ExecuTorch programs (``.pte``) with ExecuTorch's Python runtime (which imports torch:
+a board without torch runs a cross-built ``executor_runner`` instead, see the README).
 
 Self-contained on purpose (standard library + numpy + onnxruntime only, Python >= 3.7): it is
 uploaded as one file next to the models and run by the device's own ``python3``. It prints one
@@ -8,7 +10,7 @@ how to install it instead of showing a traceback.
     python3 runner.py probe
     python3 runner.py measure [--threads 1] [--warmup 10] [--runs 50] [--rounds 1]
                               [--clock wall|cpu]
-                              [--outputs] [--input X.npy] MODEL.onnx [MODEL.onnx ...]
+                              [--outputs] [--input X.npy] MODEL.onnx|MODEL.pte [...]
 
 ``--clock cpu`` times each run by the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID):
 with one intra-op thread ONNX Runtime computes on that thread, so this equals wall time on an
@@ -52,7 +54,15 @@ def _version(module_name):
         module = __import__(module_name)
     except Exception:  # a broken install is as good as none for us
         return None
-    return getattr(module, "__version__", "unknown")
+    version = getattr(module, "__version__", None)
+    if version is None:
+        try:
+            from importlib.metadata import version as installed_version
+
+            version = installed_version(module_name)
+        except Exception:
+            version = "unknown"
+    return version
 
 
 def probe():
@@ -69,6 +79,7 @@ def probe():
         "usable_cores": affinity,
         "python": platform.python_version(),
         "onnxruntime": _version("onnxruntime"),
+        "executorch": _version("executorch"),
         "numpy": _version("numpy"),
     }
 
@@ -109,22 +120,57 @@ def _bound_call(ort, np, session, input_name, array):
     return call
 
 
+def _onnx_output(session, feed):
+    def output():
+        return session.run(None, feed)[0]
+
+    return output
+
+
+def _executorch_model(np, path, threads, input_file):
+    """A .pte program's timed call and its output, in ExecuTorch's Python runtime."""
+    import torch
+    from executorch.runtime import Runtime
+
+    try:  # XNNPACK's thread pool: ExecuTorch has no public setter for its size in Python
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(threads)
+    except (ImportError, AttributeError):
+        pass
+    method = Runtime.get().load_program(path).load_method("forward")
+    sizes = list(method.metadata.input_tensor_meta(0).sizes())
+    if input_file:
+        array = np.load(input_file).astype(np.float32)
+    else:
+        array = np.random.default_rng(0).standard_normal(sizes).astype(np.float32)
+    tensor = torch.from_numpy(array)
+    return (lambda: method.execute([tensor])), (lambda: method.execute([tensor])[0].numpy())
+
+
 def measure(args):
     try:
         import numpy as np
-        import onnxruntime as ort
+
+        if any(not path.endswith(".pte") for path in args.models):
+            import onnxruntime as ort
+        if any(path.endswith(".pte") for path in args.models):
+            import executorch.runtime  # noqa: F401
     except ImportError as error:
         print(json.dumps({"error": "missing_runtime", "detail": str(error), "probe": probe()}))
         sys.exit(MISSING_RUNTIME_EXIT)
     models = []
     for path in args.models:
-        session = _session(ort, path, args.threads)
-        name, array = _input_for(np, session, args.input)
-        feed = {name: array}
-        call = _bound_call(ort, np, session, name, array)
+        if path.endswith(".pte"):
+            call, output = _executorch_model(np, path, args.threads, args.input)
+        else:
+            session = _session(ort, path, args.threads)
+            name, array = _input_for(np, session, args.input)
+            call = _bound_call(ort, np, session, name, array)
+            output = _onnx_output(session, {name: array})
         for _ in range(args.warmup):
             call()
-        models.append({"path": path, "session": session, "feed": feed, "call": call, "times": []})
+        models.append({"path": path, "output": output, "call": call, "times": []})
     rounds = max(1, min(args.rounds, args.runs))
     per_round = [args.runs // rounds + (1 if index < args.runs % rounds else 0) for index in range(rounds)]
     clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
@@ -140,12 +186,12 @@ def measure(args):
     for model in models:
         entry = {"model": os.path.basename(model["path"]), "times_ms": model["times"]}
         if args.outputs:
-            output = model["session"].run(None, model["feed"])[0]
+            output = model["output"]()
             entry["output_shape"] = list(output.shape)
             entry["output"] = [float(value) for value in output.reshape(-1)]
         results.append(entry)
     return {"results": results, "threads": args.threads, "warmup": args.warmup, "runs": args.runs,
-            "clock": args.clock, "onnxruntime": ort.__version__}
+            "clock": args.clock, "onnxruntime": _version("onnxruntime"), "executorch": _version("executorch")}
 
 
 def main(argv=None):

@@ -51,6 +51,7 @@ def parse_perf_test_output(text: str) -> Stats:
 
 @register_device("adb")
 class AdbDevice(Device):
+    runtimes = ("onnxruntime",)  # onnxruntime_perf_test: ONNX files only
     usage = "adb[:serial]"
     OPTIONS = frozenset({"benchmark_binary", "adb_binary", "remote_dir", "adb_timeout"})
 

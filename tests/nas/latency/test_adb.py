@@ -138,3 +138,8 @@ def test_parse_perf_test_summary():
         parse_perf_test_output("Segmentation fault")
     with pytest.raises(DeviceError, match="-s"):  # the average alone, as printed without -s
         parse_perf_test_output("Average inference time cost: 12.5 ms\n")
+
+
+def test_adb_devices_refuse_executorch_with_the_way_to_do_it(fake_phone, tiny_config):
+    with pytest.raises(DeviceError, match="adb devices time models with onnxruntime only.*executor_runner"):
+        measure_config(open_device("adb:emulator-5554", benchmark_binary=BINARY), tiny_config, runtime="executorch")

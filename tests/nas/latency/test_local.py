@@ -86,3 +86,35 @@ def test_cli_measure_local(nas, tmp_path):
     assert both.returncode == 2 and "exactly one of" in both.stderr
     bad = nas("latency", "measure", "--device", "local", "--preset", "shufflenet_v9")
     assert bad.returncode == 2 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("runtime", "precision", "suffix"), [
+    ("onnxruntime", "int8", "model.int8.onnx"), ("executorch", "fp32", "model.pte"), ("executorch", "int8", "model.int8.pte"),
+])
+def test_measure_in_each_runtime_and_precision(tiny_config, tmp_path, runtime, precision, suffix):
+    from nas.latency.measure import export_for_runtime
+
+    path = export_for_runtime(tiny_config, tmp_path, runtime, precision)
+    assert path.name == suffix and path.stat().st_size > 0
+    cache = LatencyCache(tmp_path / "c.json")
+    device = open_device("local")
+    result = measure_config(device, tiny_config, RunSettings(runs=5, warmup=1), cache=cache, runtime=runtime,
+                            precision=precision)
+    assert result.median_ms > 0 and result.runs == 5 and not result.cached
+    fp32 = measure_config(device, tiny_config, RunSettings(runs=5, warmup=1), cache=cache)
+    assert not fp32.cached  # another runtime or precision is another cache entry
+    again = measure_config(device, tiny_config, RunSettings(runs=5, warmup=1), cache=cache, runtime=runtime,
+                           precision=precision)
+    assert again.cached and again.median_ms == result.median_ms
+
+
+def test_cli_measure_runtime_and_precision(nas, tmp_path):
+    done = nas("latency", "measure", "--device", "local", "--preset", "shufflenet_v1_0.25x_g3", "--runtime", "executorch",
+               "--precision", "int8", "--runs", "5", "--warmup", "1", "--no-cache", "--json")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert (payload["runtime"], payload["precision"]) == ("executorch", "int8") and payload["median_ms"] > 0
+    for args, says in ((["--runtime", "tflite"], "--runtime must be one of onnxruntime, executorch"),
+                       (["--precision", "int4"], "--precision must be one of fp32, int8")):
+        bad = nas("latency", "measure", "--device", "local", "--preset", "shufflenet_v1_0.25x_g3", *args)
+        assert bad.returncode == 2 and bad.stderr.strip() == f"nas: error: {says}, got {args[1]!r}", bad.stderr
