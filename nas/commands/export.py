@@ -23,7 +23,8 @@ def export(
     budget: str | None = typer.Option(None, "--budget", help="With --best: FLOP budget, e.g. 140M."),
     latency_budget: str | None = typer.Option(None, "--latency-budget", help="With --best: e.g. 30ms."),
     formats: str = typer.Option("onnx,pytorch", "--format", help=(
-        "Comma-separated: onnx, pytorch, onnx-int8 (static int8, calibrated on 256 training images)."
+        "Comma-separated: onnx, pytorch, onnx-int8 (static int8, calibrated on 256 training images), executorch, "
+        "executorch-int8 (.pte for XNNPACK; need the mobile extra)."
     )),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     untrained: bool = typer.Option(False, "--untrained", help="Export the architecture with fresh weights."),
@@ -39,7 +40,7 @@ def export(
 ) -> None:
     """Export one trial: model.onnx, model.pt + config.json, model_card.md/.json.
 
-    Pick it with --trial N, or --best [--budget 140M] [--latency-budget 30ms]. Without --train-epochs or --untrained the weights the search kept (--keep-weights) are exported.
+    Pick it with --trial N, or --best [--budget 140M] [--latency-budget 30ms]. Without --train-epochs or --untrained the weights are those of the final stage's run when the trial is its answer, else those the search kept (--keep-weights).
     """
     request = _request(
         out=out, storage=storage, study=study, trial=trial, best=best, budget=budget,

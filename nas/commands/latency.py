@@ -112,7 +112,7 @@ def measure(
                                               "(default ~/.cache/shufflenas/latency.json)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure again even if a result is cached."),
     runtime: str = typer.Option("onnxruntime", "--runtime", help=(
-        "onnxruntime (an ONNX file) or executorch (a .pte lowered to XNNPACK; needs the [mobile] extra)."
+        "onnxruntime (an ONNX file) or executorch (a .pte lowered to XNNPACK; needs the mobile extra)."
     )),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or int8 (static quantization)."),
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
