@@ -13,6 +13,7 @@ summation order, bf16): every trial stores where it trained (:data:`nas.records.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,7 +194,8 @@ def describe_plan(accelerator: str, precision: str, workers: int) -> str:
             "worker(s) per GPU with that share of its memory each")
 
 
-def _cpu_name() -> str:
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:  # read once per process, not per trial
     import platform
 
     try:

@@ -412,7 +412,7 @@ def run_export(
             log(f"int8: {ONNX_INT8_FILE} calibrated on {int8_info['calibration']['images']} "
                 f"{int8_info['calibration']['split']} images")
         programs = _write_executorch(model, folder, images, request.formats, files)
-        deployed = _deployed_accuracy(model, folder, files, images, weights) if images is not None else None
+        deployed = _deployed_accuracy(model, folder, files, images) if images is not None else None
         card = build_card(
             record=record, info=info, storage_url=url, config=config, weights=weights,
             onnx=onnx_info, files=files, request=request, onnx_int8=int8_info, deployed=deployed,
@@ -547,8 +547,7 @@ def _write_executorch(model: ShuffleNetV1, folder: Path, images: Any, formats: S
     return written
 
 
-def _deployed_accuracy(model: ShuffleNetV1, folder: Path, files: Sequence[str], images: Any,
-                       weights: WeightsSource) -> dict[str, Any] | None:
+def _deployed_accuracy(model: ShuffleNetV1, folder: Path, files: Sequence[str], images: Any) -> dict[str, Any] | None:
     """Each exported model file's top-1 accuracy on the held-out test split, in its runtime."""
     if not images.trained:
         return None
