@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import statistics
 import subprocess
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--storage", type=Path, default=None, help="keep the studies here (default: a temp dir)")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="answer-quality-"))
+    folder = args.storage.parent if args.storage else Path(tempfile.mkdtemp(prefix="answer-quality-"))
     db = args.storage or folder / "bench.db"
     started = time.perf_counter()
     picks: list[dict] = []
@@ -66,8 +67,11 @@ def main() -> None:
             record = next((r for r in records if r.number == number), None)
             if record is None or record.config is None:
                 continue
-            path = folder / f"{name}-{role.replace(' ', '_')}.json"
-            path.write_text(json.dumps(record.config.to_dict()))
+            # One file per distinct config, so a config that is both the proxy best and the
+            # answer (or the answer of two searches) is trained once per seed, not twice.
+            text = json.dumps(record.config.to_dict(), sort_keys=True)
+            path = folder / f"{record.config.short_name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.json"
+            path.write_text(text)
             picks.append({"search_seed": seed, "role": role, "trial": number, "file": str(path),
                           "short_name": record.config.short_name, "verdict": answer.get("verdict")})
     files = list(dict.fromkeys(p["file"] for p in picks))

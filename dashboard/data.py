@@ -12,7 +12,17 @@ from typing import Any
 
 from dashboard import ACTIONS_ENV, ACTIONS_OFF, ACTIONS_ON, STORAGE_ENV
 from nas.errors import UserError
-from nas.records import COMPLETE, DEVICE, LATENCY_DEVICE, StudyInfo, TrialRecord, load_records, study_info
+from nas.records import (
+    ACCURACY_INT8,
+    COMPLETE,
+    DEVICE,
+    LATENCY_DEVICE,
+    StudyInfo,
+    TrialRecord,
+    latency_key,
+    load_records,
+    study_info,
+)
 
 __all__ = [
     "ACTIONS_ENV",
@@ -73,6 +83,17 @@ class StudyData:
     @property
     def has_latency(self) -> bool:
         return any(r.latency_ms is not None for r in self.completed)
+
+    @property
+    def latency_keys(self) -> list[str]:
+        """The ``runtime/precision`` forms some trial has a latency in (the search's own first)."""
+        own = latency_key(self.info.latency_runtime, self.info.latency_precision)
+        keys = {key for record in self.completed for key in record.latencies}
+        return sorted(keys, key=lambda key: (key != own, key))
+
+    @property
+    def has_int8_accuracy(self) -> bool:
+        return any(r.attrs.get(ACCURACY_INT8) is not None for r in self.completed)
 
 
 def storage_from_env() -> str | None:

@@ -21,13 +21,14 @@ from nas.analysis import (
     knob_value,
     objective_value,
 )
-from nas.records import SKIPPED, TrialRecord
+from nas.records import LATENCY_AXIS_PREFIX, SKIPPED, TrialRecord, latency_axis, latency_key
 from shufflenet_core import ShuffleNetConfig
 
 from .data import StudyData
 
 __all__ = [
     "AXES",
+    "axis_title",
     "DESIGN_KNOBS",
     "config_summary",
     "edf_figure",
@@ -70,9 +71,16 @@ def config_summary(config: ShuffleNetConfig | None) -> str:
 
 
 def _y(record: TrialRecord, quality: str) -> float | None:
-    """The y value drawn: accuracy in %, or the raw zero-cost score."""
+    """The y value drawn: accuracy (float32 or int8) in %, or the raw zero-cost score."""
     value = objective_value(record, quality)
-    return None if value is None else (100 * value if quality == "accuracy" else value)
+    return None if value is None else (100 * value if quality in ("accuracy", "accuracy_int8") else value)
+
+
+def axis_title(x_axis: str) -> str:
+    """``latency_ms:executorch/int8`` -> "latency (ms, executorch int8)"."""
+    if x_axis.startswith(LATENCY_AXIS_PREFIX):
+        return f"latency (ms, {x_axis[len(LATENCY_AXIS_PREFIX):].replace('/', ' ')})"
+    return AXES[x_axis]
 
 
 def _hover(record: TrialRecord) -> str:
@@ -95,11 +103,11 @@ def _hover(record: TrialRecord) -> str:
     return "<br>".join(parts)
 
 
-def study_front(data: StudyData, x_axis: str = "mflops") -> list[TrialRecord]:
+def study_front(data: StudyData, x_axis: str = "mflops", quality: str = "score") -> list[TrialRecord]:
     """The front the figure joins: :func:`nas.results.study_front` over score and ``x_axis``
     (presets included: whether they sit on the front is the comparison; each architecture
     once). With MFLOPs on x it is the front ``nas search`` and ``nas runs show`` print."""
-    return results.study_front(data.records, data.info, x_axis=x_axis)
+    return results.study_front(data.records, data.info, x_axis=x_axis, quality=quality)
 
 
 def _scatter(records: Sequence[TrialRecord], x_axis: str, quality: str, **kwargs: object) -> go.Scatter:
@@ -123,9 +131,10 @@ def _budget_lines(figure: go.Figure, studies: Sequence[StudyData], x_axis: str, 
         for data in studies:
             if data.budget_mflops is not None:
                 lines[data.budget_mflops] = f"{data.name} budget {data.info.budget_label or f'{data.budget_mflops:g}M'}"
-    elif x_axis == "latency_ms":
+    elif x_axis.startswith("latency_ms"):
         for data in studies:
-            if data.info.latency_budget_ms is not None:
+            own_axis = latency_axis(latency_key(data.info.latency_runtime, data.info.latency_precision))
+            if data.info.latency_budget_ms is not None and x_axis in ("latency_ms", own_axis):
                 lines[data.info.latency_budget_ms] = f"{data.name} budget {data.info.latency_budget_ms:g} ms"
     for x, label in sorted(lines.items()):
         own = not label.startswith("paper")
@@ -136,25 +145,27 @@ def _budget_lines(figure: go.Figure, studies: Sequence[StudyData], x_axis: str, 
 
 
 def pareto_figure(
-    studies: Sequence[StudyData], x_axis: str = "mflops", *, device: str | None = None, log_x: bool = False
+    studies: Sequence[StudyData], x_axis: str = "mflops", *, device: str | None = None, log_x: bool = False,
+    int8: bool = False,
 ) -> go.Figure:
     """Quality against cost for every trial: feasible, infeasible (x), presets (stars) and the
     Pareto front joined by a line; over-budget trials the search did not train sit on a strip
     below the plot; dashed lines mark budgets. All studies must share one quality measure."""
-    if x_axis not in AXES:
-        raise ValueError(f"x axis must be one of {', '.join(AXES)}, got {x_axis!r}")
+    if x_axis not in AXES and not x_axis.startswith(LATENCY_AXIS_PREFIX):
+        raise ValueError(f"x axis must be one of {', '.join(AXES)} or {LATENCY_AXIS_PREFIX}RUNTIME/PRECISION, "
+                         f"got {x_axis!r}")
     if len({data.quality for data in studies}) > 1:
         raise ValueError("studies scored differently (accuracy vs a zero-cost score) cannot share one y axis")
     figure = go.Figure()
     shown: list[float] = []
     untrained_any = False
     for index, data in enumerate(studies):
-        color, quality = _color(index), data.quality
+        color, quality = _color(index), ("accuracy_int8" if int8 else data.quality)
         usable = [r for r in data.completed if objective_value(r, x_axis) is not None]
         searched = [r for r in usable if not r.preset]
         presets = [r for r in usable if r.preset]
         untrained = [r for r in data.untrained if objective_value(r, x_axis) is not None]
-        front = study_front(data, x_axis)
+        front = study_front(data, x_axis, "accuracy_int8" if int8 else "score")
         shown += [objective_value(r, x_axis) for r in usable + untrained]  # type: ignore[misc]
         group = dict(legendgroup=data.name)
 
@@ -183,8 +194,10 @@ def pareto_figure(
                 hoverinfo="text", meta={"role": "untrained", "study": data.name}, **group,
             ))
     _budget_lines(figure, studies, x_axis, shown)
-    x_title = AXES[x_axis] if not (x_axis == "latency_ms" and device) else f"latency (ms, on {device})"
-    y_title = studies[0].quality_label if studies else "accuracy (%)"
+    x_title = axis_title(x_axis)
+    if x_axis.startswith("latency_ms") and device:
+        x_title = x_title[:-1] + f", on {device})" if x_title.endswith(")") else x_title
+    y_title = "int8 accuracy (%)" if int8 else (studies[0].quality_label if studies else "accuracy (%)")
     figure.update_layout(
         xaxis_title=x_title, yaxis_title=y_title, hovermode="closest", clickmode="event+select",
         legend=dict(orientation="h", yanchor="top", y=-0.16, x=0), margin=dict(t=60, b=60, l=60, r=20), height=560,

@@ -12,7 +12,20 @@ from collections.abc import Sequence
 import streamlit as st
 
 from nas.analysis import dominates, objective_value, reference_point
-from nas.records import ACCELERATOR, LATENCY_DEVICE, LATENCY_SOURCE, SKIPPED, WEIGHTS_PATH, TrialRecord
+from nas.records import (
+    ACCELERATOR,
+    ACCURACY_INT8,
+    INT8_AGREEMENT,
+    LATENCIES,
+    LATENCY_DEVICE,
+    LATENCY_PREDICTED_MS,
+    LATENCY_SOURCE,
+    SKIPPED,
+    WEIGHTS_PATH,
+    TrialRecord,
+    latency_axis,
+    latency_key,
+)
 from nas.results import final_answer, study_front
 from nas.storage import resolve_storage_url
 
@@ -81,16 +94,29 @@ def _remember_selection(event) -> None:  # noqa: ANN001 - streamlit PlotlyState
         st.session_state["detail_study"], st.session_state["detail_trial"] = chosen[0], int(chosen[1])
 
 
+def _x_choices(studies: Sequence[StudyData]) -> dict[str, str]:
+    """MFLOPs, latency (each study's own runtime and precision), then every other runtime/precision
+    some trial has a latency in (e.g. float32 beside an int8 search's front), parameters."""
+    own = {latency_key(d.info.latency_runtime, d.info.latency_precision) for d in studies}
+    others = [key for key in dict.fromkeys(key for d in studies for key in d.latency_keys) if key not in own]
+    variants = {f"latency, {key.replace('/', ' ')} (ms)": latency_axis(key) for key in others}
+    return {"MFLOPs": "mflops", "latency (ms)": "latency_ms", **variants, "parameters (M)": "mparams"}
+
+
 def render_pareto(studies: Sequence[StudyData]) -> None:
     st.subheader("Pareto front")
-    left, right = st.columns([3, 1])
-    axis_label = left.radio("x axis", list(_X_LABELS), horizontal=True, key="x_axis")
+    left, middle, right = st.columns([4, 1, 1])
+    choices = _x_choices(studies)
+    axis_label = left.radio("x axis", list(choices), horizontal=True, key="x_axis")
+    int8 = middle.toggle("int8 accuracy", key="int8_y", disabled=not any(d.has_int8_accuracy for d in studies),
+                         help="y: each trial's accuracy after int8 post-training quantization "
+                              "(nas search --precision int8)")
     log_x = right.toggle("log x", key="log_x")
-    x_axis = _X_LABELS[axis_label]
+    x_axis = choices.get(axis_label or "", "mflops")
     shown = list(studies)
-    if x_axis == "latency_ms":
-        without = [d.name for d in studies if not d.has_latency]
-        shown = [d for d in studies if d.has_latency]
+    if x_axis.startswith("latency_ms"):
+        without = [d.name for d in studies if not any(objective_value(r, x_axis) is not None for r in d.completed)]
+        shown = [d for d in studies if d.name not in without]
         if without:
             tail = "Showing MFLOPs instead." if not shown else "They are left out of this view."
             st.info(f"No latency measured in {', '.join(without)} (the search ran without a latency "
@@ -98,7 +124,7 @@ def render_pareto(studies: Sequence[StudyData]) -> None:
         if not shown:
             x_axis, shown = "mflops", list(studies)
     device = next((name for name in (device_name(d) for d in shown) if name), None)
-    figure = figures.pareto_figure(shown, x_axis, device=device, log_x=log_x)
+    figure = figures.pareto_figure(shown, x_axis, device=device, log_x=log_x, int8=int8)
     event = show_figure(figure, "pareto_front", "pareto", on_select="rerun", selection_mode=("points",))
     st.caption("Diamonds joined by a line: the Pareto front of the feasible trials. x: over budget. "
                "Stars: the paper's presets under the same recipe. Click a point to open that trial below.")
@@ -177,7 +203,11 @@ def render_trial_detail(studies: Sequence[StudyData], storage: str | None, *, ca
 
 def _render_record(record: TrialRecord, data: StudyData, storage: str | None, can_act: bool) -> None:
     metrics = st.columns(5)
-    metrics[0].metric("accuracy" if data.quality == "accuracy" else "score", _quality_text(record).removeprefix("score "))
+    int8 = record.attrs.get(ACCURACY_INT8)
+    metrics[0].metric("accuracy" if data.quality == "accuracy" else "score", _quality_text(record).removeprefix("score "),
+                      delta=None if int8 is None or record.accuracy is None else
+                      f"int8 {100 * float(int8):.2f}% ({100 * (float(int8) - record.accuracy):+.2f})",
+                      delta_color="off")
     metrics[1].metric("MFLOPs", "-" if record.mflops is None else f"{record.mflops:.2f}")
     metrics[2].metric("params (M)", "-" if record.params is None else f"{record.params / 1e6:.3f}")
     metrics[3].metric("latency (ms)", "-" if record.latency_ms is None else f"{record.latency_ms:.2f}")
@@ -201,13 +231,37 @@ def _render_record(record: TrialRecord, data: StudyData, storage: str | None, ca
             show_figure(figures.learning_curve_figure(record), f"learning_curve_{data.name}_{record.number}", "learning_curve")
         else:
             st.info("No learning curve stored for this trial (zero-cost evaluators do not train).")
+        st.markdown("**float32 vs int8**")
+        rows = _precision_rows(record)
+        if rows:
+            st.dataframe(rows, hide_index=True)
         st.markdown("**Latency**")
         if record.latency_ms is None:
             st.info("No latency measured for this trial.")
         else:
             st.write({"latency_ms": record.latency_ms, "source": record.attrs.get(LATENCY_SOURCE),
-                      "device": record.attrs.get(LATENCY_DEVICE)})
+                      "predicted_ms": record.attrs.get(LATENCY_PREDICTED_MS), "device": record.attrs.get(LATENCY_DEVICE)})
     _render_export(record, data, storage, can_act)
+
+
+def _precision_rows(record: TrialRecord) -> list[dict[str, object]]:
+    """One row per precision: its accuracy (validation images) and latency in each runtime measured."""
+    stored = record.attrs.get(LATENCIES) or {}
+    accuracy = {"fp32": record.accuracy, "int8": record.attrs.get(ACCURACY_INT8)}
+    rows = []
+    for precision in ("fp32", "int8"):
+        value = accuracy[precision]
+        row: dict[str, object] = {"precision": precision,
+                                  "accuracy (%)": None if value is None else round(100 * float(value), 2)}
+        for key, latency in sorted(stored.items()):
+            runtime, _, of = key.partition("/")
+            if of == precision and isinstance(latency, dict):
+                row[f"{runtime} ms"] = f"{float(latency['median_ms']):.2f} ({latency.get('source', '?')})"
+        if len(row) > 2 or row["accuracy (%)"] is not None:
+            rows.append(row)
+    if precision_agreement := record.attrs.get(INT8_AGREEMENT):
+        rows[-1]["same class as fp32 (%)"] = round(100 * float(precision_agreement), 2)
+    return rows if any(row["precision"] == "int8" for row in rows) else []
 
 
 def _render_export(record: TrialRecord, data: StudyData, storage: str | None, can_act: bool) -> None:

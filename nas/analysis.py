@@ -17,7 +17,14 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from nas.records import OBJECTIVE_DIRECTIONS, Direction, TrialRecord, directions_for
+from nas.records import (
+    ACCURACY_INT8,
+    LATENCY_AXIS_PREFIX,
+    OBJECTIVE_DIRECTIONS,
+    Direction,
+    TrialRecord,
+    directions_for,
+)
 from shufflenet_core import PAPER_STAGE2_CHANNELS
 
 __all__ = [
@@ -188,6 +195,11 @@ def objective_value(record: TrialRecord, name: str) -> float | None:
         return None if record.params is None else float(record.params)
     if name == "latency_ms":
         return None if record.latency_ms is None else float(record.latency_ms)
+    if name.startswith(LATENCY_AXIS_PREFIX):
+        return record.latencies.get(name[len(LATENCY_AXIS_PREFIX):])
+    if name == "accuracy_int8":
+        value = record.attrs.get(ACCURACY_INT8)
+        return None if value is None or not record.evaluated else float(value)
     raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVE_DIRECTIONS)}")
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "StudyInfo",
     "TrialRecord",
     "directions_for",
+    "latency_axis",
+    "latency_key",
     "load_records",
     "record_from_trial",
     "study_info",
@@ -42,16 +44,28 @@ OBJECTIVE_DIRECTIONS: dict[str, Direction] = {
     "mparams": "minimize",
     "params": "minimize",
     "latency_ms": "minimize",
+    "accuracy_int8": "maximize",  # analysis name: accuracy after int8 post-training quantization
 }
 """Which way each objective (stored or derived) is better."""
+
+LATENCY_AXIS_PREFIX = "latency_ms:"
+"""Analysis names ``latency_ms:RUNTIME/PRECISION``: a trial's latency in one of :data:`LATENCIES`."""
+
+
+def latency_axis(key: str) -> str:
+    """The analysis name of the latency stored under ``key`` (``onnxruntime/int8``)."""
+    return LATENCY_AXIS_PREFIX + key
 
 
 def directions_for(objectives: tuple[str, ...] | list[str]) -> list[Direction]:
     """Optuna directions for objective names, by name (never by position)."""
-    unknown = [name for name in objectives if name not in OBJECTIVE_DIRECTIONS]
+    def direction(name: str) -> Direction | None:
+        return "minimize" if name.startswith(LATENCY_AXIS_PREFIX) else OBJECTIVE_DIRECTIONS.get(name)
+
+    unknown = [name for name in objectives if direction(name) is None]
     if unknown:
         raise ValueError(f"unknown objective {unknown[0]!r}; known: {', '.join(OBJECTIVE_DIRECTIONS)}")
-    return [OBJECTIVE_DIRECTIONS[name] for name in objectives]
+    return [direction(name) for name in objectives]  # type: ignore[misc]
 
 
 # --- study user attributes ----------------------------------------------------------------
@@ -67,6 +81,15 @@ SAMPLER = "sampler"  # str: tpe, nsga2, random
 ACCURACY_NOISE_SD = "accuracy_noise_sd"  # float or None: measured seed noise of the recipe
 LATENCY_BUDGET_MS = "latency_budget_ms"  # float or absent
 LATENCY_DEVICE_SPEC = "latency_device_spec"  # str: the --device the study measured on
+LATENCY_RUNTIME = "latency_runtime"  # str: onnxruntime or executorch (absent: onnxruntime)
+LATENCY_PRECISION = "latency_precision"  # str: fp32 or int8 (absent: fp32)
+INT8_ACCURACY_SCHEME = "int8_accuracy"  # dict or absent: how trials' int8 accuracy was measured
+FRONT_LATENCY_PREFIX = "front_latency:"
+"""Study attrs ``front_latency:N`` (dict: median_ms, p10_ms, p90_ms, predicted_ms, runtime,
+precision, device, and ``fp32_ms`` when the study's precision is int8): trial N, a front member
+whose latency the search predicted, measured for real on the device after the search. A study
+attribute, not a trial one, because a finished trial's attributes cannot change;
+:func:`load_records` folds it into the trial's record (its latency, source and feasibility)."""
 DEVICE = "device"  # dict (device info) or absent
 STOPPED_REASON = "stopped_reason"  # str or None: why the last run had to stop (device gone)
 # Set-once markers of the study's opening trials (written once, by whichever process wins).
@@ -99,6 +122,10 @@ LATENCY_P10_MS = "latency_p10_ms"
 LATENCY_P90_MS = "latency_p90_ms"
 LATENCY_SOURCE = "latency_source"  # "measured" or "predicted"
 LATENCY_DEVICE = "latency_device"  # dict
+LATENCY_PREDICTED_MS = "latency_predicted_ms"  # float: the table's prediction, once measured for real
+LATENCIES = "latencies"  # dict "runtime/precision" -> {"median_ms", "source"}: every latency known
+ACCURACY_INT8 = "accuracy_int8"  # float: validation accuracy after int8 post-training quantization
+INT8_AGREEMENT = "int8_top1_agreement"  # float: share of validation images where int8 names fp32's class
 WEIGHTS_PATH = "weights_path"  # str: state_dict file kept for this trial
 FAIL_REASON = "fail_reason"
 LOST = "lost"  # bool: lost to its worker, node or the user (not the candidate's fault)
@@ -132,7 +159,7 @@ answer_trial (int or None), answer_label, beats_reference (bool), smallest_reach
 answer_weights ({path, seed, accuracy, test_accuracy, fidelity} or None: the answer's kept run)."""
 
 RESULT_ATTRS = (ACCURACY, ACCURACY_SEEDS, ACCURACY_STD, LEARNING_CURVE, EPOCHS, SCORE, TRAIN_SECONDS, WEIGHTS_PATH, DIVERGED,
-                ACCELERATOR)
+                ACCELERATOR, ACCURACY_INT8, INT8_AGREEMENT)
 """What a re-proposed config copies from the earlier trial that evaluated it."""
 ENQUEUE_ATTRS = (PRESET, START_DESIGN, PRESCREEN_SYNFLOW)
 """Why a trial was enqueued: carried over when a lost trial is run again."""
@@ -158,6 +185,15 @@ class StudyInfo:
     @property
     def trained(self) -> bool:
         return self.quality == ACCURACY
+
+    @property
+    def latency_runtime(self) -> str:
+        """The runtime the study's latencies are in (onnxruntime for studies before there was a choice)."""
+        return str(self.attrs.get(LATENCY_RUNTIME) or "onnxruntime")
+
+    @property
+    def latency_precision(self) -> str:
+        return str(self.attrs.get(LATENCY_PRECISION) or "fp32")
 
 
 @dataclass(frozen=True)
@@ -219,6 +255,16 @@ class TrialRecord:
         return bool(self.attrs.get(LOST)) or self.retried or legacy
 
     @property
+    def latencies(self) -> dict[str, float]:
+        """Every latency known for the trial, by ``runtime/precision`` (see :data:`LATENCIES`);
+        a study from before there was a choice has its one latency under ``onnxruntime/fp32``."""
+        stored = self.attrs.get(LATENCIES)
+        if isinstance(stored, dict):
+            return {key: float(value["median_ms"]) for key, value in stored.items()
+                    if isinstance(value, dict) and value.get("median_ms") is not None}
+        return {} if self.latency_ms is None else {latency_key(None, None): float(self.latency_ms)}
+
+    @property
     def duplicate(self) -> bool:
         """A re-proposed config whose result was copied from an earlier trial."""
         return self.attrs.get(DUPLICATE_OF) is not None
@@ -268,7 +314,43 @@ def record_from_trial(study_name: str, trial: optuna.trial.FrozenTrial, *, retri
 
 
 def load_records(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of ``study`` as a record, in trial order."""
+    """Every trial of ``study`` as a record, in trial order (front latencies measured after
+    the search folded in: see :data:`FRONT_LATENCY_PREFIX`)."""
     trials = study.get_trials(deepcopy=False)
     retried = {trial.user_attrs.get(RETRY_OF) for trial in trials} - {None}
-    return [record_from_trial(study.study_name, trial, retried=trial.number in retried) for trial in trials]
+    records = [record_from_trial(study.study_name, trial, retried=trial.number in retried) for trial in trials]
+    attrs = study.user_attrs
+    if not any(key.startswith(FRONT_LATENCY_PREFIX) for key in attrs):
+        return records
+    budget = attrs.get(LATENCY_BUDGET_MS)
+    return [_with_measured_latency(record, attrs.get(f"{FRONT_LATENCY_PREFIX}{record.number}"), budget)
+            for record in records]
+
+
+def latency_key(runtime: str | None, precision: str | None) -> str:
+    """The key of :data:`LATENCIES`: ``onnxruntime/fp32``."""
+    return f"{runtime or 'onnxruntime'}/{precision or 'fp32'}"
+
+
+def _with_measured_latency(record: TrialRecord, measured: Any, budget_ms: Any) -> TrialRecord:
+    """The record with its predicted latency replaced by the one measured for real; over the
+    study's latency budget makes it infeasible, whatever the prediction said."""
+    if not isinstance(measured, dict) or measured.get("median_ms") is None:
+        return record
+    import dataclasses
+
+    median = float(measured["median_ms"])
+    attrs = dict(record.attrs)
+    latencies = dict(attrs.get(LATENCIES) or {})
+    latencies[latency_key(measured.get("runtime"), measured.get("precision"))] = {"median_ms": median,
+                                                                                 "source": "measured"}
+    if measured.get("fp32_ms") is not None:
+        latencies[latency_key(measured.get("runtime"), "fp32")] = {"median_ms": float(measured["fp32_ms"]),
+                                                                  "source": "measured"}
+    attrs.update({LATENCY_MS: median, LATENCY_SOURCE: "measured", LATENCY_PREDICTED_MS: measured.get("predicted_ms"),
+                  LATENCY_P10_MS: measured.get("p10_ms", median), LATENCY_P90_MS: measured.get("p90_ms", median),
+                  LATENCIES: latencies})
+    if measured.get("device"):
+        attrs[LATENCY_DEVICE] = measured["device"]
+    feasible = record.feasible and (budget_ms is None or median <= float(budget_ms))
+    return dataclasses.replace(record, latency_ms=median, feasible=feasible, attrs=attrs)

@@ -30,16 +30,18 @@ __all__ = [
 ]
 
 
-def front_axes(info: StudyInfo, x_axis: str | None = None) -> tuple[str, ...]:
-    """The objectives a study's front is computed over: score, then MFLOPs (or ``x_axis``),
-    then latency when the study searched with a latency objective."""
-    if x_axis is not None:
-        return ("score", x_axis)
+def front_axes(info: StudyInfo, x_axis: str | None = None, quality: str = "score") -> tuple[str, ...]:
+    """The objectives a study's front is computed over: score (or ``quality``, e.g.
+    accuracy_int8), then MFLOPs (or ``x_axis``), then latency when the study searched with a
+    latency objective."""
+    if x_axis is not None or quality != "score":
+        return (quality, x_axis or "mflops")
     return ("score", "mflops") + (("latency_ms",) if "latency_ms" in info.objectives else ())
 
 
 def study_front(
-    records: Sequence[TrialRecord], info: StudyInfo, *, x_axis: str | None = None, with_duplicates: bool = False
+    records: Sequence[TrialRecord], info: StudyInfo, *, x_axis: str | None = None, with_duplicates: bool = False,
+    quality: str = "score",
 ) -> list[TrialRecord]:
     """The feasible Pareto front, sorted by MFLOPs (or ``x_axis``) then trial number.
 
@@ -47,7 +49,7 @@ def study_front(
     out, so each architecture appears once; ``with_duplicates=True`` keeps every such copy.
     Presets are real evaluations under the same recipe and take part.
     """
-    axes = front_axes(info, x_axis)
+    axes = front_axes(info, x_axis, quality)
     pool = [r for r in records if with_duplicates or not r.duplicate]
     front = front_records(pool, axes)
     return sorted(front, key=lambda r: (_axis_value(r, axes[1]), r.number))

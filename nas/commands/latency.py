@@ -36,6 +36,10 @@ REMOTE_PYTHON = typer.Option(None, "--remote-python", help="SSH: the device's Py
                              "(default python3; e.g. ~/venv/bin/python).")
 BENCHMARK = typer.Option(None, "--benchmark-binary", help="adb: path ON the phone of onnxruntime_perf_test.")
 TIMEOUT = typer.Option(600.0, "--timeout", min=1.0, help="Seconds to wait for the device per call.")
+RUNTIME = typer.Option("onnxruntime", "--runtime", help=(
+    "onnxruntime (an ONNX file) or executorch (a .pte lowered to XNNPACK; needs the mobile extra)."
+))
+PRECISION = typer.Option("fp32", "--precision", help="fp32, or int8 (static quantization).")
 
 
 def _device(spec: str, known_hosts: Path | None, identity: Path | None, ssh_config: Path | None,
@@ -111,10 +115,7 @@ def measure(
     cache_path: Path | None = typer.Option(None, "--cache", help="Latency cache file "
                                               "(default ~/.cache/shufflenas/latency.json)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure again even if a result is cached."),
-    runtime: str = typer.Option("onnxruntime", "--runtime", help=(
-        "onnxruntime (an ONNX file) or executorch (a .pte lowered to XNNPACK; needs the mobile extra)."
-    )),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or int8 (static quantization)."),
+    runtime: str = RUNTIME, precision: str = PRECISION,
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
@@ -153,25 +154,29 @@ def build_lut(
     calibration: int = typer.Option(32, "--calibration", min=1, help="Whole networks measured to fit the overhead."),
     max_components: int = typer.Option(2000, "--max-components", min=1, help="Refuse spaces with more unit shapes."),
     threads: int = THREADS, runs: int = RUNS, warmup: int = WARMUP, clock: str = CLOCK, timeout: float = TIMEOUT,
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed"), runtime: str = RUNTIME, precision: str = PRECISION,
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
 ) -> None:
-    """Time every unit shape of the space (plus stem and head) on the device; save the table."""
+    """Time every unit shape of the space (plus stem and head) on the device, in one runtime and
+    precision; save the table (which names them, with the threads)."""
     from nas.latency.lut import build_lut as build
     from nas.latency.lut import sample_distinct
+    from nas.latency.measure import check_runtime
     from nas.latency.space import load_config_space
 
+    check_runtime(runtime, precision)
     config_space = load_config_space(space, _budget(budget))
     target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
     settings = _settings(threads, runs, warmup, clock, timeout, rounds=5)
     calibration_configs = sample_distinct(config_space.sample, calibration, seed=seed + 1)
     lut = build(target, config_space.covering(), calibration_configs, settings=settings, space_name=config_space.name,
-                max_components=max_components, progress=lambda message: typer.echo(message, err=True))
+                max_components=max_components, progress=lambda message: typer.echo(message, err=True),
+                runtime=runtime, precision=precision)
     lut.save(out)
     typer.echo(f"wrote {out}: {len(lut.entries)} entries for {device} ({lut.device.get('arch')}, "
-               f"{lut.device.get('cpu_model')}); overhead {lut.describe_overhead()}")
+               f"{lut.device.get('cpu_model')}) in {lut.describe()}; overhead {lut.describe_overhead()}")
 
 
 @latency_app.command("validate")
@@ -191,7 +196,8 @@ def validate(
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Measure random configs and print the share the table predicts within the tolerance."""
+    """Measure random configs (in the table's runtime and precision) and print the share the
+    table predicts within the tolerance."""
     from nas.latency.lut import LatencyLUT, sample_distinct, validate_lut
     from nas.latency.space import load_config_space
 
@@ -203,13 +209,14 @@ def validate(
     # Disjoint from the table's calibration networks by construction: a fitted network would flatter the table.
     configs = sample_distinct(config_space.sample, n, seed=seed, exclude=lut.calibration_configs())
     report = validate_lut(target, lut, configs, settings=settings, tolerance=tolerance)
-    summary = report.to_dict()
+    summary = {"runtime": lut.runtime, "precision": lut.precision, "threads": lut.threads, **report.to_dict()}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     for row in report.rows:
         typer.echo(f"{row['config']:<40} measured {row['measured_ms']:8.3f} ms  predicted {row['predicted_ms']:8.3f} ms"
                    f"  {100 * row['error']:+6.1f}%")
+    typer.echo(f"{lut.describe()} on {device}:")
     typer.echo(f"{100 * report.within_share:.1f}% of {len(report.rows)} configs predicted within "
                f"+-{100 * tolerance:g}% (median |error| {100 * summary['median_abs_error']:.1f}%); none of them is one of "
                f"the table's {len(lut.calibration)} calibration networks")

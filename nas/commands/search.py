@@ -109,6 +109,12 @@ def search(
     lut: Path | None = typer.Option(None, "--lut", help=(
         "Predict latency from this lookup table (`nas latency build-lut`) instead of measuring."
     )),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help=(
+        "What latency is measured or predicted in: onnxruntime or executorch (XNNPACK; the mobile extra)."
+    )),
+    precision: str = typer.Option("fp32", "--precision", help=(
+        "fp32 or int8: latency of the int8 model and, when training, each trial's int8 accuracy too."
+    )),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder for the default storage and kept weights."),
     backend: str = typer.Option("local", "--backend", help=(
         "local (this machine) or ray (Ray Tune: a local Ray, or a cluster with --ray-address)."
@@ -185,6 +191,7 @@ def _probe_device(console, latency) -> None:  # noqa: ANN001 - rich Console, Lat
 
     if latency.lut_path and latency.device in ("", "lut"):
         return
-    info = open_device(latency.device, **latency.options).probe()
-    described = ", ".join(f"{key} {info[key]}" for key in ("arch", "cpu_model", "cores", "onnxruntime") if info.get(key))
+    info = open_device(latency.device, **latency.options).require_runtime(latency.runtime)
+    described = ", ".join(f"{key} {info[key]}" for key in ("arch", "cpu_model", "cores", latency.runtime) if info.get(key))
+    described += f", {latency.precision}"
     console.print(f"[dim]latency device {latency.device}: {described}[/dim]")

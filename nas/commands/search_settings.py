@@ -64,6 +64,8 @@ class SearchRequest:
     final_time: float = 120.0
     accelerator: str = "auto"
     train_precision: str = "auto"
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
 
 
 def _budgets(texts: list[str], space: DesignSpace) -> tuple[Budget, ...]:
@@ -110,10 +112,26 @@ def _evaluator(request: SearchRequest, data_spec: str) -> Any:
         options = EvaluatorOptions(
             data_spec=data_spec, recipe=recipe, seeds=tuple(range(request.seed, request.seed + request.seeds)),
             keep_weights=request.keep_weights, accelerator=request.accelerator, train_precision=request.train_precision,
+            int8_runtime=request.runtime if request.precision == "int8" else None,
         )
         return create_evaluator(request.evaluator, options)
     except ValueError as error:
         raise UserError(str(error)) from None
+
+
+def _check_deployment(request: SearchRequest) -> None:
+    """--runtime and --precision: known, installed, and meaning something for this search."""
+    from nas.latency.measure import check_runtime
+
+    check_runtime(request.runtime, request.precision)
+    if request.device is not None:
+        return
+    trained = request.evaluator.strip().lower() == "proxy"
+    if request.precision == "int8" and not trained:
+        raise UserError("--precision int8 without --device applies to trained accuracy only: use the proxy evaluator, "
+                        "or give --device for int8 latency")
+    if request.runtime != "onnxruntime" and request.precision != "int8":
+        raise UserError(f"--runtime {request.runtime} applies to latency (--device) or int8 accuracy (--precision int8)")
 
 
 def _latency(request: SearchRequest) -> LatencySettings | None:
@@ -128,7 +146,12 @@ def _latency(request: SearchRequest) -> LatencySettings | None:
     budget_ms = parse_latency(request.latency_budget) if request.latency_budget else None
     if request.lut is not None and not request.lut.is_file():
         raise UserError(f"no lookup table at {request.lut}; build one with `nas latency build-lut`")
-    return LatencySettings(device=request.device, lut_path=str(request.lut) if request.lut else None, budget_ms=budget_ms)
+    if request.lut is not None:
+        from nas.latency import LatencyLUT
+
+        LatencyLUT.load(request.lut).check_matches(request.runtime, request.precision, 1, path=request.lut)
+    return LatencySettings(device=request.device, lut_path=str(request.lut) if request.lut else None, budget_ms=budget_ms,
+                           runtime=request.runtime, precision=request.precision)
 
 
 def build_settings(request: SearchRequest) -> SearchSettings:
@@ -148,6 +171,7 @@ def build_settings(request: SearchRequest) -> SearchSettings:
     budgets = _budgets(request.budget, space)
     data_spec = validate_data_spec(request.data)
     check_accelerator(request.accelerator, request.train_precision)  # a missing GPU: one line, before any write
+    _check_deployment(request)
     latency = _latency(request)
     objectives = _objectives(request.objectives, latency is not None)
     evaluator = _evaluator(request, data_spec)
@@ -180,6 +204,7 @@ def build_settings(request: SearchRequest) -> SearchSettings:
         halving=request.early_stopping,
         data_spec=data_spec,
         worker_restarts=request.worker_restarts,
+        int8_runtime=request.runtime if request.precision == "int8" and evaluator.objective_name == "accuracy" else None,
     )
 
 

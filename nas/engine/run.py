@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from nas.engine.backend import Backend
 from nas.engine.display import Display, NullDisplay
+from nas.engine.front_latency import measure_front_latency
 from nas.engine.lost_trials import OWNERLESS_AFTER_S, fail_ownerless_trials
 from nas.engine.outcome import (
     BackendReport,
@@ -73,8 +74,10 @@ def run_search(settings: SearchSettings, backend: Backend, display: Display | No
             # that died at once (see lost_trials.OWNERLESS_AFTER_S): no worker will record itself now.
             fail_ownerless_trials(study, storage, max_attempts=settings.max_attempts,
                                   older_than_s=max(1.0, min(OWNERLESS_AFTER_S, time.monotonic() - run_started)))
-            after = load_records(study)
             stopped = study.user_attrs.get(STOPPED_REASON)
+            if not (report.interrupted or stopped):
+                measure_front_latency(study, settings, display)
+            after = load_records(study)
             outcomes.append(
                 StudyOutcome(
                     study.study_name, budget, plan.target, study_info(study), after, ran_by_state(after, finished_before),

@@ -30,6 +30,19 @@ class LatencySettings:
     budget_ms: float | None = None
     threads: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "onnxruntime"
+    """What the latency is in: onnxruntime (an ONNX file) or executorch (a .pte, XNNPACK)."""
+    precision: str = "fp32"
+    """fp32 or int8 (static post-training quantization), for latency and, with a trained
+    evaluator, the int8 accuracy each trial reports beside its float32 one."""
+
+    def evaluator(self) -> Any:
+        """The :class:`nas.latency.LatencyEvaluator` these settings describe (opens the device)."""
+        from nas.latency import LatencyEvaluator, open_device
+
+        device = open_device(self.device, **self.options)
+        return LatencyEvaluator(device, lut=self.lut_path, threads=self.threads, runtime=self.runtime,
+                                precision=self.precision)
 
 
 MAX_ATTEMPTS = 3
@@ -67,6 +80,9 @@ class SearchSettings:
     data_spec: str = "fashion-mnist"
     worker_restarts: int = WORKER_RESTARTS
     max_attempts: int = MAX_ATTEMPTS
+    int8_runtime: str | None = None
+    """``--precision int8`` with a trained evaluator: each trial's int8 accuracy is measured as
+    this runtime quantizes (the evaluator does it; the study records how)."""
 
 
 def study_name_for(settings: SearchSettings, budget: Budget) -> str:

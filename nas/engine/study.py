@@ -31,6 +31,8 @@ __all__ = ["open_search_storage", "preset_names_for", "prepare_study", "start_tr
 
 _MUST_MATCH = (R.BUDGET_MACS, R.OBJECTIVES, R.EVALUATOR_SPEC, R.SPACE, R.DATA_SPEC)
 """Attributes that make a study one experiment: a resume must not change them."""
+_MUST_MATCH_WHEN_BOTH = (R.LATENCY_RUNTIME, R.LATENCY_PRECISION)
+"""Latencies in one runtime and precision: a resume that measures latency must keep them."""
 
 
 def open_search_storage(settings: SearchSettings, *, create: bool = True) -> optuna.storages.BaseStorage:
@@ -70,13 +72,19 @@ def study_attrs(settings: SearchSettings, budget: Budget) -> dict[str, Any]:
     if settings.latency is not None:
         attrs[R.LATENCY_BUDGET_MS] = settings.latency.budget_ms
         attrs[R.LATENCY_DEVICE_SPEC] = settings.latency.device
+        attrs[R.LATENCY_RUNTIME] = settings.latency.runtime
+        attrs[R.LATENCY_PRECISION] = settings.latency.precision
+    if settings.int8_runtime is not None:
+        from nas.evaluation.int8 import int8_scheme
+
+        attrs[R.INT8_ACCURACY_SCHEME] = int8_scheme(settings.int8_runtime)
     return attrs
 
 
 def _check_compatible(name: str, stored: dict[str, Any], expected: dict[str, Any]) -> None:
     """A resumed study must be the same experiment: same budget, objectives and evaluator."""
-    for key in _MUST_MATCH:
-        if key in stored and stored[key] != expected[key]:
+    for key in _MUST_MATCH + _MUST_MATCH_WHEN_BOTH:
+        if key in stored and key in expected and stored[key] != expected[key]:
             raise UserError(
                 f"study {name!r} already exists with a different {key} "
                 f"({_short(stored[key])} vs {_short(expected[key])}); use another --study name"

@@ -145,6 +145,9 @@ class TrialRunner:
             trial.set_user_attr(R.ACCELERATOR, evaluation.placement)
         if evaluation.diverged:
             trial.set_user_attr(R.DIVERGED, True)
+        if evaluation.int8 is not None:
+            trial.set_user_attr(R.ACCURACY_INT8, evaluation.int8["accuracy"])
+            trial.set_user_attr(R.INT8_AGREEMENT, evaluation.int8["agreement"])
         if evaluation.state_dict is not None and self.weights_dir is not None:
             import torch
 
@@ -181,11 +184,10 @@ class TrialRunner:
     def _measure_latency(self, trial: optuna.trial.Trial, config: ShuffleNetConfig) -> float | None:
         if self.latency is None:
             return None
-        from nas.latency import DeviceUnavailableError, LatencyEvaluator, open_device
+        from nas.latency import DeviceUnavailableError
 
         if self._latency_evaluator is None:
-            device = open_device(self.latency.device, **self.latency.options)
-            self._latency_evaluator = LatencyEvaluator(device, lut=self.latency.lut_path, threads=self.latency.threads)
+            self._latency_evaluator = self.latency.evaluator()
         try:
             result = self._latency_evaluator.latency(config)
         except DeviceUnavailableError as error:
@@ -198,6 +200,8 @@ class TrialRunner:
         trial.set_user_attr(R.LATENCY_DEVICE, result.device)
         trial.set_user_attr(R.LATENCY_P10_MS, result.p10_ms)
         trial.set_user_attr(R.LATENCY_P90_MS, result.p90_ms)
+        trial.set_user_attr(R.LATENCIES, {R.latency_key(result.runtime, result.precision): {
+            "median_ms": result.median_ms, "source": result.source}})
         if self.latency.budget_ms is not None:
             trial.set_constraint("latency_over_budget_ms", float(result.median_ms - self.latency.budget_ms))
         return result.median_ms

@@ -48,6 +48,8 @@ class Evaluation:
     state_dict: dict[str, Any] | None = field(default=None, repr=False)
     placement: dict[str, Any] | None = None
     """Where it trained (:meth:`nas.evaluation.accelerator.Placement.to_dict`); None: no training."""
+    int8: dict[str, Any] | None = None
+    """The trained model's int8 accuracy (:meth:`nas.evaluation.int8.Int8Accuracy.to_dict`), when asked for."""
 
 
 class AccuracyEvaluator(Protocol):
@@ -98,6 +100,8 @@ class EvaluatorOptions:
     accelerator: str = "cpu"
     """``--accelerator`` (auto, cpu, cuda, cuda:N, mps), resolved in each training process."""
     train_precision: str = "auto"
+    int8_runtime: str | None = None
+    """``nas search --precision int8``: also score each trained model quantized for this runtime."""
 
 
 EvaluatorFactory = Callable[[EvaluatorOptions], AccuracyEvaluator]

@@ -38,6 +38,10 @@ class ProxyTrainingEvaluator:
     """Where to train (see :mod:`nas.evaluation.accelerator`); not part of :meth:`spec`: a study
     searched on a laptop may be resumed on a GPU box (results agree within seed noise)."""
     train_precision: str = "auto"
+    int8_runtime: str | None = None
+    """When set (``nas search --precision int8``), the first seed's trained model is also
+    quantized for this runtime and scored (:mod:`nas.evaluation.int8`). Not part of
+    :meth:`spec`: it adds a number beside the float32 accuracy and changes none."""
     name: str = "proxy"
     objective_name: str = "accuracy"
     _dataset: Dataset | None = field(default=None, init=False, repr=False)
@@ -69,7 +73,7 @@ class ProxyTrainingEvaluator:
         data = prepare_data(self.dataset(), self.recipe)
         place = placement(self.accelerator, self.train_precision)
         started = time.perf_counter()
-        per_seed, curve, diverged, state = [], [], False, None
+        per_seed, curve, diverged, state, int8 = [], [], False, None, None
         for index, seed in enumerate(self.seeds):
             # Only the first seed reports epochs (it drives early stopping); others add spread.
             result = train_config(
@@ -81,6 +85,10 @@ class ProxyTrainingEvaluator:
             if index == 0:
                 curve = list(result.val_accuracy_per_epoch)
                 state = {k: v.cpu() for k, v in result.model.state_dict().items()} if self.keep_weights else None
+                if self.int8_runtime is not None and not result.diverged:
+                    from nas.evaluation.int8 import int8_accuracy
+
+                    int8 = int8_accuracy(result.model.config, result.model.state_dict(), data, self.int8_runtime).to_dict()
         return Evaluation(
             score=statistics.fmean(per_seed),
             score_std=statistics.stdev(per_seed) if len(per_seed) > 1 else None,
@@ -90,6 +98,7 @@ class ProxyTrainingEvaluator:
             diverged=diverged,
             state_dict=state,
             placement=place.to_dict(),
+            int8=int8,
         )
 
 
@@ -106,5 +115,5 @@ def _proxy(options: EvaluatorOptions) -> ProxyTrainingEvaluator:
         raise ValueError(f"the proxy evaluator has no method {options.method!r}; use proxy")
     return ProxyTrainingEvaluator(
         data_spec=options.data_spec, recipe=options.recipe, seeds=options.seeds, keep_weights=options.keep_weights,
-        accelerator=options.accelerator, train_precision=options.train_precision,
+        accelerator=options.accelerator, train_precision=options.train_precision, int8_runtime=options.int8_runtime,
     )

@@ -20,7 +20,8 @@ import numpy as np
 
 from nas.errors import UserError
 
-__all__ = ["EXECUTORCH_FILE", "EXECUTORCH_INT8_FILE", "executorch_logits", "require_executorch", "write_executorch"]
+__all__ = ["EXECUTORCH_FILE", "EXECUTORCH_INT8_FILE", "PT2E_SCHEME", "executorch_logits", "padded_batches", "quantize_pt2e",
+           "require_executorch", "write_executorch"]
 
 EXECUTORCH_FILE = "model.pte"
 EXECUTORCH_INT8_FILE = "model.int8.pte"
@@ -28,18 +29,63 @@ EXECUTORCH_INT8_FILE = "model.int8.pte"
 
 def require_executorch() -> None:
     """One clear line when the optional package is missing (checked before anything is written)."""
+    import importlib.util
+
+    # find_spec, not an import: importing ExecuTorch's compiler pulls torchao, whose warnings
+    # about optional kernels would be printed before a command has done anything.
     try:
-        import executorch.exir  # noqa: F401
+        found = importlib.util.find_spec("executorch.exir") is not None
     except ImportError:
-        raise UserError('the executorch formats need ExecuTorch: pip install "shufflenas[mobile]"') from None
+        found = False
+    if not found:
+        raise UserError('the executorch formats need ExecuTorch: pip install "shufflenas[mobile]"')
 
 
 def _plain_copy(model: Any) -> Any:
+    """The plain build of a whole network; a part of one (a lookup table's unit, stem or head)
+    has no config and is built plain by its caller."""
     from shufflenet_core import build_model
+
+    if not hasattr(model, "config"):
+        return model.eval()
 
     plain = build_model(model.config, fast=False)
     plain.load_state_dict(model.state_dict())
     return plain.eval()
+
+
+PT2E_SCHEME = {"scheme": "PT2E, XNNPACK quantizer", "weights": "int8, symmetric, per channel",
+               "activations": "int8, per tensor"}
+
+
+def quantize_pt2e(model: Any, example: Any, calibration: np.ndarray) -> Any:
+    """The PT2E int8 module of ``model`` (the plain build) for inputs shaped like ``example``,
+    calibrated on ``calibration`` images in batches of ``example``'s size (a short last batch
+    is padded with the first images, which leaves the observed ranges as they are)."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+    with torch.no_grad():
+        for batch in padded_batches(calibration, int(example.shape[0])):
+            prepared(torch.from_numpy(batch))
+    return convert_pt2e(prepared)
+
+
+def padded_batches(images: np.ndarray, size: int) -> list[np.ndarray]:
+    """``images`` in batches of exactly ``size`` (an exported program's fixed shape)."""
+    batches = []
+    for start in range(0, len(images), size):
+        batch = images[start : start + size]
+        if len(batch) < size:
+            batch = np.concatenate([batch, np.resize(images, (size - len(batch), *images.shape[1:]))])
+        batches.append(batch)
+    return batches
 
 
 def write_executorch(model: Any, path: Path, example: Any, *, calibration: np.ndarray | None = None) -> dict[str, Any]:
@@ -54,20 +100,8 @@ def write_executorch(model: Any, path: Path, example: Any, *, calibration: np.nd
     exported = torch.export.export(plain, (example,))
     quantization = None
     if calibration is not None:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        prepared = prepare_pt2e(exported.module(), quantizer)
-        with torch.no_grad():
-            for image in calibration:  # one at a time: the program's shape is batch 1
-                prepared(torch.from_numpy(image[None]))
-        exported = torch.export.export(convert_pt2e(prepared), (example,))
-        quantization = {"images": int(len(calibration)), "split": "train", "scheme": "PT2E, XNNPACK quantizer",
-                        "weights": "int8, symmetric, per channel", "activations": "int8, per tensor"}
+        exported = torch.export.export(quantize_pt2e(plain, example, calibration), (example,))
+        quantization = {"images": int(len(calibration)), "split": "train", **PT2E_SCHEME}
     lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     delegation = get_delegation_info(lowered.exported_program().graph_module)
     program = lowered.to_executorch()

@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CALIBRATION_IMAGES", "EvaluationImages", "WeightsData", "calibration_images", "file_accuracies",
+__all__ = ["CALIBRATION_IMAGES", "ONNX_SCHEME", "EvaluationImages", "WeightsData", "calibration_images", "file_accuracies",
            "onnx_accuracy", "quantize_onnx"]
 
 CALIBRATION_IMAGES = 256
 """Training images that set the int8 activation ranges (ONNX Runtime's MinMax calibration)."""
 CALIBRATION_BATCH = 32
+ONNX_SCHEME = {"scheme": "ONNX Runtime static quantization, QDQ, MinMax", "weights": "int8, per channel",
+               "activations": "uint8, per tensor"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: EvaluationImage
     return {
         "file": int8_path.name, "format": "ONNX QDQ (static int8)", "bytes": int8_path.stat().st_size,
         "calibration": {"images": int(len(calibration.images)), "split": calibration.split, "method": "MinMax",
-                        "weights": "int8, per channel", "activations": "uint8, per tensor"},
+                        **{k: v for k, v in ONNX_SCHEME.items() if k != "scheme"}},
     }
 
 

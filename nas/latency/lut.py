@@ -1,5 +1,7 @@
-"""A per-device latency lookup table: every distinct unit shape (plus stem and head) timed on
-the device; a config's latency is the sum of its entries plus a calibrated overhead.
+"""A latency lookup table per (device, runtime, precision, threads): every distinct unit shape
+(plus stem and head) timed on the device in that runtime and precision; a config's latency is
+the sum of its entries plus a calibrated overhead. The file names its runtime, precision and
+threads, and a search that asks for other ones is refused (:meth:`LatencyLUT.check_matches`).
 
 The overhead is calibrated on whole networks measured in the same session:
 ``predicted = scale * sum(entries) + per_component_ms * components + constant_ms``, fitted
@@ -27,7 +29,7 @@ from typing import Any
 
 from nas.errors import UserError
 from nas.latency.devices import Device
-from nas.latency.measure import export_config, export_module
+from nas.latency.measure import export_for_runtime, export_module_for_runtime
 from nas.latency.timing import RunSettings
 from shufflenet_core.config import ShuffleNetConfig
 from shufflenet_core.structure import stem_output_size, unit_specs
@@ -36,7 +38,10 @@ __all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "Validat
            "sample_distinct"]
 
 LUT_FORMAT = "shufflenas-latency-lut"
-LUT_VERSION = 1
+LUT_VERSION = 2
+"""2 added the runtime and precision the table was timed in; a version-1 table was timed in
+ONNX Runtime at float32 and is read as such."""
+READABLE_VERSIONS = (1, 2)
 
 
 def _unit_key(spec: Any) -> str:
@@ -66,8 +71,9 @@ class _Component:
     in_channels: int
 
 
-def _components(configs: Iterable[ShuffleNetConfig]) -> list[_Component]:
-    """One module per distinct key; a model is built only for configs that add a new key."""
+def _components(configs: Iterable[ShuffleNetConfig], *, fast: bool = True) -> list[_Component]:
+    """One module per distinct key; a model is built only for configs that add a new key
+    (``fast=False``: the plain build, which torch.export traces for ExecuTorch)."""
     import torch
     from torch import nn
 
@@ -91,10 +97,10 @@ def _components(configs: Iterable[ShuffleNetConfig]) -> list[_Component]:
         specs = list(unit_specs(config))
         for spec, key in zip(specs, keys[1:-1], strict=True):
             if key not in found:  # a unit alone: no need to build the whole network
-                found[key] = _Component(key, ShuffleUnit(spec), spec.input_size, spec.in_channels)
+                found[key] = _Component(key, ShuffleUnit(spec, fast=fast), spec.input_size, spec.in_channels)
         if keys[0] in found and keys[-1] in found:
             continue
-        shallow = build_model(config.replace(stage_depths=(1,) * config.num_stages))
+        shallow = build_model(config.replace(stage_depths=(1,) * config.num_stages), fast=fast)
         if keys[0] not in found:
             found[keys[0]] = _Component(keys[0], shallow.stem, config.input_size, config.in_channels)
         if keys[-1] not in found:
@@ -118,6 +124,26 @@ class LatencyLUT:
     that a later change of load on a shared machine cannot skew (see :func:`build_lut`)."""
     space: str = ""
     created: str = ""
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
+
+    @property
+    def threads(self) -> int:
+        return int(self.settings.get("threads", 1))
+
+    def describe(self) -> str:
+        """What the table was timed in: ``onnxruntime int8, 1 thread``."""
+        return f"{self.runtime} {self.precision}, {self.threads} thread{'s' if self.threads != 1 else ''}"
+
+    def check_matches(self, runtime: str, precision: str, threads: int, *, path: object = "the lookup table") -> None:
+        """One clear line when the table was timed in other terms than a search asks for: a
+        float32 table says nothing about int8 latency, nor one thread about four."""
+        if (self.runtime, self.precision, self.threads) != (runtime, precision, threads):
+            raise UserError(
+                f"{path} was timed in {self.describe()}; this asks for {runtime} {precision}, {threads} "
+                f"thread{'s' if threads != 1 else ''} (build one with nas latency build-lut --runtime {runtime} "
+                f"--precision {precision} --threads {threads})"
+            )
 
     def missing(self, config: ShuffleNetConfig) -> list[str]:
         return sorted({key for key in component_keys(config) if key not in self.entries})
@@ -146,7 +172,7 @@ class LatencyLUT:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": LUT_FORMAT, "version": LUT_VERSION, "created": self.created, "space": self.space,
-            "device": self.device, "settings": self.settings,
+            "device": self.device, "runtime": self.runtime, "precision": self.precision, "settings": self.settings,
             "overhead": {"scale": self.scale, "per_component_ms": self.per_component_ms,
                          "constant_ms": self.constant_ms},
             "calibration": self.calibration, "holdout": self.holdout, "entries": dict(sorted(self.entries.items())),
@@ -176,7 +202,7 @@ class LatencyLUT:
             raise UserError(f"lookup table {path} is not readable JSON: {error}") from None
         if not isinstance(data, dict) or data.get("format") != LUT_FORMAT:
             raise UserError(f"{path} is not a shufflenas latency lookup table")
-        if data.get("version") != LUT_VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise UserError(f"lookup table {path} has version {data.get('version')}; this shufflenas reads "
                             f"version {LUT_VERSION} (rebuild it with 'nas latency build-lut')")
         overhead = data.get("overhead", {})
@@ -185,7 +211,8 @@ class LatencyLUT:
                    constant_ms=float(overhead.get("constant_ms", 0)),
                    per_component_ms=float(overhead.get("per_component_ms", 0)), calibration=data.get("calibration", []),
                    holdout=data.get("holdout", []),
-                   space=data.get("space", ""), created=data.get("created", ""))
+                   space=data.get("space", ""), created=data.get("created", ""),
+                   runtime=str(data.get("runtime", "onnxruntime")), precision=str(data.get("precision", "fp32")))
 
 
 def _fit_overhead(points: Sequence[tuple[float, int, float]]) -> tuple[float, float]:
@@ -226,6 +253,8 @@ def build_lut(
     progress: Callable[[str], None] = lambda message: None,
     max_fit_error: float = 0.05,
     attempts: int = 3,
+    runtime: str = "onnxruntime",
+    precision: str = "fp32",
 ) -> LatencyLUT:
     """Time every component the covering configs contain, then fit the overhead on whole nets.
 
@@ -239,25 +268,39 @@ def build_lut(
     if shapes > max_components:
         raise UserError(f"the space has {shapes} distinct unit shapes (more than {max_components}); narrow it "
                         f"(fewer widths, ratios or stems) or raise the limit with --max-components")
-    info = device.require_runtime()
-    components = _components(configs)
+    info = device.require_runtime(runtime)
+    components = _components(configs, fast=runtime == "onnxruntime")
     held_out = f" and {len(holdout_configs)} held-out" if holdout_configs else ""
-    progress(f"exporting {len(components)} components, {len(calibration_configs)} calibration{held_out} networks")
-    with tempfile.TemporaryDirectory(prefix="shufflenas-lut-") as folder:
-        paths = []
-        for index, component in enumerate(components):
-            path = Path(folder) / f"c{index:05d}.onnx"
-            paths.append(export_module(component.module, path, input_size=component.input_size,
-                                       in_channels=component.in_channels))
-        calibration_paths = [export_config(config, Path(folder) / f"n{index:03d}.onnx")
+    total = len(components) + len(calibration_configs) + len(holdout_configs)
+    progress(f"exporting {len(components)} components, {len(calibration_configs)} calibration{held_out} networks "
+             f"for {runtime} {precision}")
+    with tempfile.TemporaryDirectory(prefix="shufflenas-lut-") as scratch:
+        folder = Path(scratch)
+        every = max(1, total // 10)
+
+        def exported(index: int, path: Path) -> Path:
+            if (index + 1) % every == 0 and index + 1 < total:
+                progress(f"exported {index + 1} of {total}")
+            return path
+
+        paths = [exported(index, export_module_for_runtime(
+                     component.module, folder, f"c{index:05d}", input_size=component.input_size,
+                     in_channels=component.in_channels, runtime=runtime, precision=precision))
+                 for index, component in enumerate(components)]
+        offset = len(components)
+        calibration_paths = [exported(offset + index, export_for_runtime(config, folder, runtime, precision,
+                                                                         name=f"n{index:03d}"))
                              for index, config in enumerate(calibration_configs)]
-        holdout_paths = [export_config(config, Path(folder) / f"h{index:03d}.onnx")
+        offset += len(calibration_configs)
+        holdout_paths = [exported(offset + index, export_for_runtime(config, folder, runtime, precision,
+                                                                     name=f"h{index:03d}"))
                          for index, config in enumerate(holdout_configs)]
         best: tuple[float, LatencyLUT] | None = None
         for attempt in range(max(1, attempts)):
             progress(f"timing them on {device.spec}" + (f" (again: attempt {attempt + 1})" if attempt else ""))
             timings = device.measure(paths + calibration_paths + holdout_paths, settings)
             lut = _table_from(timings, components, calibration_configs, holdout_configs, info, settings, space_name)
+            lut.runtime, lut.precision = runtime, precision
             error = _fit_error(lut)
             if best is None or error < best[0]:
                 best = (error, lut)
@@ -331,8 +374,10 @@ def validate_lut(
     """Measure ``configs`` (one session, interleaved rounds) and compare with the table."""
     for config in configs:
         lut.sum_ms(config)  # fail before measuring anything if the table cannot predict one
+    device.require_runtime(lut.runtime)
     with tempfile.TemporaryDirectory(prefix="shufflenas-validate-") as folder:
-        paths = [export_config(config, Path(folder) / f"v{index:03d}.onnx") for index, config in enumerate(configs)]
+        paths = [export_for_runtime(config, Path(folder), lut.runtime, lut.precision, name=f"v{index:03d}")
+                 for index, config in enumerate(configs)]
         timings = device.measure(paths, settings)
     rows = []
     for config, timing in zip(configs, timings, strict=True):

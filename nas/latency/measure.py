@@ -14,7 +14,7 @@ from nas.latency.timing import RunSettings, Stats, summarize
 from shufflenet_core.config import ShuffleNetConfig
 
 __all__ = ["PRECISIONS", "RUNTIMES", "Measurement", "check_runtime", "export_config", "export_for_runtime",
-           "measure_config", "export_module"]
+           "export_module_for_runtime", "measure_config", "export_module"]
 
 RUNTIMES = ("onnxruntime", "executorch")
 PRECISIONS = ("fp32", "int8")
@@ -73,36 +73,45 @@ def export_config(config: ShuffleNetConfig, path: Path) -> Path:
     return export_module(model, path, input_size=config.input_size, in_channels=config.in_channels)
 
 
-def export_for_runtime(config: ShuffleNetConfig, folder: Path, runtime: str = "onnxruntime", precision: str = "fp32") -> Path:
-    """The file ``runtime`` runs for ``config`` at batch 1 and deployment resolution (fixed
-    seed); int8 ranges come from random inputs, since timing does not depend on them."""
+def export_module_for_runtime(module: Any, folder: Path, name: str, *, input_size: int, in_channels: int,
+                              runtime: str = "onnxruntime", precision: str = "fp32") -> Path:
+    """The file ``runtime`` runs for ``module`` at batch 1 (``folder/name.onnx`` or ``.pte``,
+    ``.int8`` before the suffix for int8). int8 ranges come from seeded random inputs: timing
+    does not depend on them."""
     import numpy as np
 
+    shape = (INT8_CALIBRATION_IMAGES, in_channels, input_size, input_size)
+    calibration = np.random.default_rng(0).standard_normal(shape, dtype=np.float32) if precision == "int8" else None
     if runtime == "onnxruntime":
-        path = export_config(config, folder / "model.onnx")
-        if precision == "fp32":
+        path = export_module(module, folder / f"{name}.onnx", input_size=input_size, in_channels=in_channels)
+        if calibration is None:
             return path
         from nas.export.quantize import EvaluationImages, quantize_onnx
 
-        shape = (INT8_CALIBRATION_IMAGES, config.in_channels, config.input_size, config.input_size)
-        random = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-        quantize_onnx(path, folder / "model.int8.onnx", EvaluationImages(random, None, "random"))
-        return folder / "model.int8.onnx"
+        quantize_onnx(path, folder / f"{name}.int8.onnx", EvaluationImages(calibration, None, "random"))
+        path.unlink()
+        return folder / f"{name}.int8.onnx"
     import torch
 
     from nas.export.executorch import write_executorch
+
+    path = folder / (f"{name}.int8.pte" if calibration is not None else f"{name}.pte")
+    example = torch.randn(1, in_channels, input_size, input_size)
+    write_executorch(module.eval(), path, example, calibration=calibration)
+    return path
+
+
+def export_for_runtime(config: ShuffleNetConfig, folder: Path, runtime: str = "onnxruntime", precision: str = "fp32",
+                       *, name: str = "model") -> Path:
+    """The file ``runtime`` runs for ``config`` at batch 1 and deployment resolution (fixed seed)."""
+    import torch
+
     from shufflenet_core import build_model
 
     torch.manual_seed(0)
     model = build_model(config).eval()
-    example = torch.randn(1, config.in_channels, config.input_size, config.input_size)
-    calibration = None
-    if precision == "int8":
-        shape = (INT8_CALIBRATION_IMAGES, config.in_channels, config.input_size, config.input_size)
-        calibration = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    path = folder / ("model.int8.pte" if precision == "int8" else "model.pte")
-    write_executorch(model, path, example, calibration=calibration)
-    return path
+    return export_module_for_runtime(model, folder, name, input_size=config.input_size,
+                                     in_channels=config.in_channels, runtime=runtime, precision=precision)
 
 
 def measure_config(

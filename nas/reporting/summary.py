@@ -44,24 +44,38 @@ def _score_text(record: TrialRecord, info: StudyInfo) -> str:
 
 
 def front_table(records: Sequence[TrialRecord], info: StudyInfo) -> Table:
-    """The feasible Pareto front (each architecture once), as a table."""
+    """The feasible Pareto front (each architecture once), as a table: latency in the study's
+    runtime and precision (``*``: predicted from a lookup table, not measured), and the int8
+    accuracy when the search measured it."""
     from rich.table import Table
 
+    front = study_front(records, info)
     budget = f", budget {info.budget_label}" if info.budget_label else ""
     table = Table(title=f"Pareto front of {info.name!r} ({info.quality} vs MFLOPs{budget})")
-    for column in ("trial", "MFLOPs", "params (M)", info.quality, "latency ms", "architecture", "preset", "train s"):
+    int8 = any(record.attrs.get(R.ACCURACY_INT8) is not None for record in front)
+    predicted = any(record.attrs.get(R.LATENCY_SOURCE) == "predicted" for record in front)
+    latency = "latency ms" if info.latency_runtime == "onnxruntime" and info.latency_precision == "fp32" else (
+        f"{info.latency_runtime} {info.latency_precision} ms")
+    columns = ["trial", "MFLOPs", "params (M)", info.quality, *(["int8 accuracy"] if int8 else []), latency,
+               "architecture", "preset", "train s"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("architecture", "preset") else "right")
-    for record in study_front(records, info):
+    for record in front:
+        int8_accuracy = record.attrs.get(R.ACCURACY_INT8)
+        mark = "*" if record.attrs.get(R.LATENCY_SOURCE) == "predicted" else ""
         table.add_row(
             str(record.number),
             f"{record.mflops:.2f}" if record.mflops is not None else "",
             f"{record.params / 1e6:.3f}" if record.params is not None else "",
             _score_text(record, info),
-            "" if record.latency_ms is None else f"{record.latency_ms:.2f}",
+            *([("" if int8_accuracy is None else f"{float(int8_accuracy):.3f}")] if int8 else []),
+            "" if record.latency_ms is None else f"{record.latency_ms:.2f}{mark}",
             knob_summary(record),
             record.preset or "",
             f"{record.attrs.get(R.TRAIN_SECONDS, 0):.0f}",
         )
+    if predicted:
+        table.caption = "* predicted from the lookup table (no device measured it)"
     return table
 
 

@@ -257,3 +257,75 @@ def test_a_raced_study_shows_its_final_stage(monkeypatch, tmp_path, proxy_storag
 def test_a_study_without_a_final_stage_has_no_such_section(monkeypatch, proxy_storage):
     app = _run(monkeypatch, proxy_storage.path)
     assert "Final stage" not in [h.value for h in app.subheader]
+
+
+
+def _int8_study(path: Path) -> None:
+    """As `nas search --device local --lut T --precision int8` (proxy evaluator) leaves a study:
+    int8 latencies predicted per trial, int8 accuracy beside float32, and trial 0 (a front
+    member) measured after the search, in int8 and float32."""
+    import optuna
+
+    from nas import records as R
+    from shufflenet_core import ShuffleNetConfig, complexity
+
+    study = optuna.create_study(study_name="int8", storage=f"sqlite:///{path}", directions=["maximize", "minimize"])
+    study.set_user_attr(R.BUDGET_MACS, 140_000_000)
+    study.set_user_attr(R.OBJECTIVES, ["accuracy", "mflops"])
+    study.set_user_attr(R.LATENCY_RUNTIME, "onnxruntime")
+    study.set_user_attr(R.LATENCY_PRECISION, "int8")
+    for number, (groups, width) in enumerate(((3, 0.5), (8, 0.5), (3, 1.0), (8, 1.0))):
+        config = ShuffleNetConfig.from_width(groups, width)
+        cost = complexity(config)
+        accuracy = 0.8 + 0.01 * number
+        predicted = cost.mflops / 50
+        study.add_trial(optuna.trial.create_trial(
+            values=[accuracy, cost.mflops], constraints={"flops": cost.mflops - 140},
+            user_attrs={R.CONFIG: config.to_dict(), R.MACS: cost.macs, R.PARAMS: cost.params, R.ACCURACY: accuracy,
+                        R.ACCURACY_INT8: accuracy - (0.05 if groups == 8 else 0.01), R.INT8_AGREEMENT: 0.97,
+                        R.LATENCY_MS: predicted, R.LATENCY_SOURCE: "predicted",
+                        R.LATENCIES: {"onnxruntime/int8": {"median_ms": predicted, "source": "predicted"}}}))
+    study.set_user_attr(f"{R.FRONT_LATENCY_PREFIX}0", {
+        "median_ms": 1.5, "p10_ms": 1.4, "p90_ms": 1.6, "predicted_ms": 0.7, "runtime": "onnxruntime",
+        "precision": "int8", "device": {"name": "loopback-cpu"}, "fp32_ms": 1.2})
+
+
+def test_int8_study_offers_each_latency_form_the_int8_front_and_a_side_by_side_detail(monkeypatch, tmp_path):
+    path = tmp_path / "int8.db"
+    _int8_study(path)
+    app = _run(monkeypatch, path)
+    options = app.radio(key="x_axis").options
+    assert options == ["MFLOPs", "latency (ms)", "latency, onnxruntime fp32 (ms)", "parameters (M)"]
+    # float32 latency is known for trial 0 only (measured after the search): the axis draws just it.
+    app.radio(key="x_axis").set_value("latency, onnxruntime fp32 (ms)").run()
+    assert not app.exception
+    spec = _chart(app, "pareto")
+    assert spec["layout"]["xaxis"]["title"]["text"] == "latency (ms, onnxruntime fp32, on loopback-cpu)"
+    (front,) = _front_traces(spec)
+    assert front["x"] == [1.2] and [tuple(c) for c in front["customdata"]] == [("int8", 0)]
+    # The study's own axis: trial 0 at its measured 1.5 ms, the others at their predictions.
+    app.radio(key="x_axis").set_value("latency (ms)").run()
+    points = {tuple(c)[1]: x for t in _chart(app, "pareto")["data"] if t.get("customdata")
+              for c, x in zip(t["customdata"], t["x"], strict=True)}
+    assert points[0] == 1.5
+    # y: int8 accuracy; the g8 configs lose more, which moves the front.
+    app.radio(key="x_axis").set_value("MFLOPs").run()
+    app.toggle(key="int8_y").set_value(True).run()
+    assert not app.exception
+    spec = _chart(app, "pareto")
+    assert spec["layout"]["yaxis"]["title"]["text"] == "int8 accuracy (%)"
+    data = load_study_data(str(path), "int8")
+    (front,) = _front_traces(spec)
+    expected = study_front(data, "mflops", "accuracy_int8")
+    assert [tuple(c)[1] for c in front["customdata"]] == [r.number for r in expected]
+    assert front["y"] == pytest.approx([100 * r.attrs["accuracy_int8"] for r in expected])
+    # Trial detail: float32 and int8 side by side, accuracy and latency (with where each came from).
+    app.selectbox(key="detail_trial").set_value(0).run()
+    assert not app.exception
+    (table,) = app.dataframe
+    rows = table.value.to_dict("records")
+    assert [row["precision"] for row in rows] == ["fp32", "int8"]
+    assert rows[0]["accuracy (%)"] == pytest.approx(80.0) and rows[1]["accuracy (%)"] == pytest.approx(79.0)
+    assert rows[0]["onnxruntime ms"] == "1.20 (measured)" and rows[1]["onnxruntime ms"] == "1.50 (measured)"
+    assert rows[1]["same class as fp32 (%)"] == pytest.approx(97.0)
+    assert "int8 79.00% (-1.00)" in app.metric[0].delta

@@ -262,3 +262,84 @@ def test_search_opens_with_the_space_filling_design_once(nas, tmp_path) -> None:
     assert len(trials) == 8 and sum("start_design" in t.user_attrs for t in trials) == 4
     trials = search(tmp_path / "off.db", 2, "--start-trials", "0", "--sampler", "random", "--seed", "11")
     assert not any("start_design" in t.user_attrs for t in trials)
+
+
+def test_runtime_and_precision_mistakes_are_one_line_each(nas, tmp_path) -> None:
+    """Bad --runtime/--precision (or a table timed in other terms): exit 2, one line, nothing stored."""
+    from nas.latency.lut import LatencyLUT
+
+    fp32_table = tmp_path / "fp32.json"
+    LatencyLUT(device={"kind": "local"}, entries={}, settings={"threads": 1}).save(fp32_table)
+    db = tmp_path / "never.db"
+    cases = [
+        (["--runtime", "tflite"], "--runtime must be one of onnxruntime, executorch"),
+        (["--precision", "int4"], "--precision must be one of fp32, int8"),
+        (["--precision", "int8", "--evaluator", "zero-cost"], "applies to trained accuracy only"),
+        (["--runtime", "executorch"], "applies to latency (--device) or int8 accuracy"),
+        (["--device", "lut", "--lut", str(fp32_table), "--precision", "int8"],
+         "was timed in onnxruntime fp32, 1 thread; this asks for onnxruntime int8"),
+    ]
+    for extra, message in cases:
+        result = nas("search", "--budget", "40M", "--n-trials", "2", "--storage", str(db), *extra)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (extra, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("nas: error:") and message in lines[0], (extra, lines)
+    assert not db.exists()
+
+
+def _table_that_predicts(space_file: Path, budget: str, ms_per_entry: float, path: Path) -> Path:
+    """A lookup table for ``space_file`` whose every entry is ``ms_per_entry``: wrong on purpose."""
+    from nas.budget import parse_budget
+    from nas.latency.lut import LatencyLUT, component_keys
+    from nas.latency.space import load_config_space
+
+    space = load_config_space(space_file, parse_budget(budget))
+    keys = {key for config in space.covering() for key in component_keys(config)}
+    return LatencyLUT(device={"kind": "local"}, entries=dict.fromkeys(keys, ms_per_entry), settings={"threads": 1}).save(path)
+
+
+def test_the_fronts_predicted_latencies_are_measured_before_they_are_reported(nas, tmp_path) -> None:
+    """Regression: with --lut the front was reported with the table's predictions, never
+    measured. A table that predicts every config at ~0.1 ms and a 1.2 ms budget: each front
+    member is measured on the real device, where those over the budget leave the front."""
+    import json
+
+    from nas.records import load_records, study_info
+    from nas.results import study_front
+
+    space = tmp_path / "small.yaml"
+    space.write_text("groups: [3, 8]\nbottleneck_ratios: [0.25]\nstage_depths: [[1, 2], [1, 3], [1, 2]]\n"
+                     "stem_channels: [24]\n")
+    table = _table_that_predicts(space, "40M", 0.01, tmp_path / "wrong.json")
+    db = tmp_path / "front.db"
+    result = nas("search", "--budget", "40M", "--space", str(space), "--n-trials", "6", "--evaluator", "zero-cost",
+                 "--device", "local", "--lut", str(table), "--latency-budget", "1000ms", "--storage", str(db),
+                 "--study", "loose", "--no-presets", "--workers", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "measuring the front's" in result.stdout
+    study = load(db, "loose")
+    records, info = load_records(study), study_info(study)
+    front = study_front(records, info)
+    assert front and all(r.attrs["latency_source"] == "measured" for r in front)
+    for record in front:
+        stored = study.user_attrs[f"front_latency:{record.number}"]
+        assert record.latency_ms == stored["median_ms"] > 0.3  # the table said ~0.1
+        assert record.attrs["latency_predicted_ms"] == stored["predicted_ms"] < 0.3
+        assert record.latencies == {"onnxruntime/fp32": stored["median_ms"]}
+    assert "*" not in result.stdout.split("Pareto front of")[1].split("trials:")[0]
+    # The trial itself still says what the search saw; only the record folds the measurement in.
+    assert all(t.user_attrs["latency_source"] == "predicted" for t in study.get_trials())
+    # A budget the device shows the front cannot meet: each member measured over it leaves the front.
+    tight = min(r.latency_ms for r in front) * 0.5
+    result = nas("search", "--budget", "40M", "--space", str(space), "--n-trials", "6", "--evaluator", "zero-cost",
+                 "--device", "local", "--lut", str(table), "--latency-budget", f"{tight}ms", "--storage", str(db),
+                 "--study", "tight", "--no-presets", "--workers", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "off the front" in result.stdout
+    study = load(db, "tight")
+    records = load_records(study)
+    measured = [r for r in records if f"front_latency:{r.number}" in study.user_attrs]
+    assert measured and all(not r.feasible for r in measured)
+    assert study_front(records, study_info(study)) == [] or all(
+        r.attrs["latency_source"] == "measured" and r.latency_ms <= tight for r in study_front(records, study_info(study)))
+    assert json.loads(json.dumps(study.user_attrs["latency_runtime"])) == "onnxruntime"

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import pytest
 
 import nas.latency.lut as lut_module
+from nas.errors import UserError
 from nas.latency import (Device, DeviceError, DeviceUnavailableError, LatencyEvaluator, LatencyLUT, RunSettings, Timing,
                          open_device)
 from nas.latency.lut import build_lut, component_keys, sample_distinct, validate_lut
@@ -53,7 +54,8 @@ class SyntheticDevice(Device):
         self.sessions = 0
 
     def _probe(self) -> dict[str, Any]:
-        return {"arch": "synthetic", "cpu_model": "made-up numbers", "cores": 1, "onnxruntime": "none"}
+        return {"arch": "synthetic", "cpu_model": "made-up numbers", "cores": 1, "onnxruntime": "none",
+                "executorch": "none"}
 
     def measure(self, models: Sequence[Path], settings: RunSettings, *, input_file: Path | None = None) -> list[Timing]:
         self.sessions += 1
@@ -78,27 +80,29 @@ def synthetic_build():
     keys_by_module: dict[int, str] = {}
     real_components = lut_module._components
 
-    def components(configs):
-        found = real_components(configs)
+    def components(configs, *, fast=True):
+        found = real_components(configs, fast=fast)
         keys_by_module.update({id(component.module): component.key for component in found})
         return found
 
-    def export_module(module, path, *, input_size, in_channels):
-        identities[Path(path).name] = keys_by_module[id(module)]
-        Path(path).write_bytes(b"")
-        return Path(path)
+    def export_module_for_runtime(module, folder, name, *, input_size, in_channels, runtime, precision):
+        path = Path(folder) / f"{name}.onnx"
+        identities[path.name] = keys_by_module[id(module)]
+        path.write_bytes(b"")
+        return path
 
-    def export_config(config, path):
-        identities[Path(path).name] = config
-        Path(path).write_bytes(b"")
-        return Path(path)
+    def export_for_runtime(config, folder, runtime, precision, *, name):
+        path = Path(folder) / f"{name}.onnx"
+        identities[path.name] = config
+        path.write_bytes(b"")
+        return path
 
     def build(**options):
         device = SyntheticDevice(identities, noisy_sessions=options.pop("noisy_sessions", 0))
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(lut_module, "_components", components)
-            patch.setattr(lut_module, "export_module", export_module)
-            patch.setattr(lut_module, "export_config", export_config)
+            patch.setattr(lut_module, "export_module_for_runtime", export_module_for_runtime)
+            patch.setattr(lut_module, "export_for_runtime", export_for_runtime)
             table = build_lut(device, SMALL_SPACE.covering(), CALIBRATION, holdout_configs=HOLDOUT,
                               settings=RunSettings(runs=5), space_name=SMALL_SPACE.name, **options)
         return table, device
@@ -199,7 +203,8 @@ def test_predictions_are_positive_and_grow_with_depth(synthetic_lut):
 def test_table_round_trips_through_its_json_file(synthetic_lut):
     lut, path = synthetic_lut
     data = json.loads(path.read_text())
-    assert data["format"] == "shufflenas-latency-lut" and data["version"] == 1
+    assert data["format"] == "shufflenas-latency-lut" and data["version"] == 2
+    assert (data["runtime"], data["precision"], data["settings"]["threads"]) == ("onnxruntime", "fp32", 1)
     assert set(data["overhead"]) == {"scale", "per_component_ms", "constant_ms"}
     assert data["device"]["kind"] == "synthetic" and data["settings"]["runs"] == 5
     loaded = LatencyLUT.load(path)
@@ -207,6 +212,35 @@ def test_table_round_trips_through_its_json_file(synthetic_lut):
     assert loaded.save(path.with_name("again.json")).read_text() == path.read_text()
     for config in HOLDOUT:
         assert loaded.predict(config) == lut.predict(config)
+
+
+def test_a_table_names_its_runtime_and_precision_and_is_refused_for_others(synthetic_build, tmp_path):
+    table, _ = synthetic_build(runtime="executorch", precision="int8")
+    path = table.save(tmp_path / "et-int8.json")
+    loaded = LatencyLUT.load(path)
+    assert (loaded.runtime, loaded.precision, loaded.threads) == ("executorch", "int8", 1)
+    assert loaded.describe() == "executorch int8, 1 thread"
+    LatencyEvaluator(None, lut=path, runtime="executorch", precision="int8")  # the terms it was timed in
+    for runtime, precision, threads in (("onnxruntime", "int8", 1), ("executorch", "fp32", 1), ("executorch", "int8", 2)):
+        with pytest.raises(UserError, match=r"was timed in executorch int8, 1 thread; this asks for"):
+            LatencyEvaluator(None, lut=path, runtime=runtime, precision=precision, threads=threads)
+
+
+def test_a_version_1_table_reads_as_onnxruntime_fp32(synthetic_lut, tmp_path):
+    _, path = synthetic_lut
+    data = json.loads(path.read_text())
+    data["version"] = 1
+    del data["runtime"], data["precision"]
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(data))
+    loaded = LatencyLUT.load(old)
+    assert (loaded.runtime, loaded.precision) == ("onnxruntime", "fp32")
+    with pytest.raises(UserError, match="was timed in onnxruntime fp32"):
+        loaded.check_matches("onnxruntime", "int8", 1)
+    data["version"] = 3
+    old.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="has version 3"):
+        LatencyLUT.load(old)
 
 
 def test_overhead_fit_recovers_scale_and_per_component_cost():
