@@ -37,6 +37,10 @@ def export(
     ),
     accelerator: str = ACCELERATOR,
     train_precision: str = TRAIN_PRECISION,
+    device: str | None = typer.Option(None, "--device", help=(
+        "Also time every exported model file on this latency device (local, ssh://user@host, ...) for the card."
+    )),
+    threads: int = typer.Option(1, "--threads", min=1, help="With --device: intra-op threads on the device."),
 ) -> None:
     """Export one trial: model.onnx, model.pt + config.json, model_card.md/.json.
 
@@ -46,7 +50,7 @@ def export(
         out=out, storage=storage, study=study, trial=trial, best=best, budget=budget,
         latency_budget=latency_budget, formats=formats, force=force, untrained=untrained,
         train_epochs=train_epochs, data=data, onnx_exporter=onnx_exporter, accelerator=accelerator,
-        train_precision=train_precision,
+        train_precision=train_precision, device=device, threads=threads,
     )
     from nas.export.bundle import run_export
 
@@ -62,7 +66,7 @@ def export(
 
 
 def _request(*, out, storage, study, trial, best, budget, latency_budget, formats, force, untrained, train_epochs, data, onnx_exporter,  # noqa: ANN001, ANN202, E501
-             accelerator, train_precision):
+             accelerator, train_precision, device=None, threads=1):
     from nas.export.bundle import ExportRequest, parse_formats
 
     if (trial is None) == (not best):
@@ -92,7 +96,8 @@ def _request(*, out, storage, study, trial, best, budget, latency_budget, format
         out=out, storage=storage, study=study, trial=trial, budget_macs=budget_macs, budget_label=budget,
         latency_budget_ms=None if latency_budget is None else _parse_latency(latency_budget),
         formats=parse_formats(formats), force=force, untrained=untrained, train_epochs=train_epochs, data=data,
-        onnx_exporter=onnx_exporter, accelerator=accelerator, train_precision=train_precision,
+        onnx_exporter=onnx_exporter, accelerator=accelerator, train_precision=train_precision, device=device,
+        threads=threads,
     )
 
 

@@ -73,6 +73,9 @@ class ExportRequest:
     onnx_exporter: str = "dynamo"
     accelerator: str = "cpu"
     train_precision: str = "auto"
+    device: str | None = None
+    """Time every exported model file on this latency device (``nas export --device``)."""
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -380,6 +383,7 @@ def run_export(
 
     out = request.out.expanduser().absolute()
     check_output_folder(out, force=request.force)
+    device = _latency_device(request)
     url, info, records = load_study_records(request.storage, request.study)
     if request.trial is not None:
         record = select_trial(records, request.trial)
@@ -413,10 +417,18 @@ def run_export(
                 f"{int8_info['calibration']['split']} images")
         programs = _write_executorch(model, folder, images, request.formats, files)
         deployed = _deployed_accuracy(model, folder, files, images) if images is not None else None
+        timed = None
+        if device is not None:
+            from nas.export.file_latency import file_latencies
+
+            log(f"timing the exported files on {request.device} ({request.threads} thread(s))")
+            size = images.resolution if images is not None else config.input_size
+            timed = file_latencies(device, folder, files, (1, config.in_channels, size, size), threads=request.threads)
         card = build_card(
             record=record, info=info, storage_url=url, config=config, weights=weights,
             onnx=onnx_info, files=files, request=request, onnx_int8=int8_info, deployed=deployed,
             preprocessing=None if images is None else images.preprocessing, executorch=programs,
+            file_latency=timed,
         )
         _write_json(folder / CARD_JSON, card)
         (folder / CARD_MARKDOWN).write_text(render_markdown(card), encoding="utf-8")
@@ -426,6 +438,19 @@ def run_export(
     result_card: dict[str, Any] = {}
     write_atomically(out, force=request.force, fill=fill)
     return ExportResult(out=out, record=record, files=tuple(files), card=result_card)
+
+
+def _latency_device(request: ExportRequest) -> Any:
+    """The ``--device`` opened and checked for every runtime the formats need, before any work."""
+    if request.device is None:
+        return None
+    from nas.export.file_latency import runtimes_for
+    from nas.latency import open_device
+
+    device = open_device(request.device)
+    for runtime in sorted(runtimes_for(request.formats)):
+        device.require_runtime(runtime)
+    return device
 
 
 def _weights_for(record, info, url, request, train, log):  # noqa: ANN001, ANN202 - internal step

@@ -44,6 +44,7 @@ def build_card(
     request: ExportRequest,
     onnx_int8: dict[str, Any] | None = None,
     deployed: dict[str, Any] | None = None,
+    file_latency: dict[str, Any] | None = None,
     preprocessing: dict[str, Any] | None = None,
     executorch: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
@@ -75,6 +76,7 @@ def build_card(
         "files": {"list": list(files), "onnx": onnx, "onnx_int8": onnx_int8, "executorch": list(executorch),
                   "pytorch": _pytorch_section(files)},
         "deployed_accuracy": deployed,
+        "file_latency": file_latency,
         "preprocessing": preprocessing,
         "provenance": {
             "storage": describe_storage(storage_url),
@@ -290,6 +292,16 @@ def render_markdown(card: dict[str, Any]) -> str:
             agree = row.get("top1_agreement_with_fp32")
             lines.append(f"| `{row['file']}` | {row['runtime']} | {row['precision']} | {_pct(row['test_accuracy'])} | "
                          f"{'' if agree is None else _pct(agree)} |")
+    timed = card.get("file_latency")
+    if timed:
+        device = timed["device"]
+        where = ", ".join(str(device[key]) for key in ("spec", "arch", "cpu_model") if device.get(key))
+        lines += ["", f"Latency of each file on {where}, {timed['threads']} thread(s), input {timed['input_shape']}, "
+                      f"median of {timed['runs']} runs ({timed['clock']} clock):", "",
+                  "| file | runtime | precision | median ms | p10 ms | p90 ms |", "|---|---|---|---|---|---|"]
+        for row in timed["files"]:
+            lines.append(f"| `{row['file']}` | {row['runtime']} | {row['precision']} | {row['median_ms']:.3f} | "
+                         f"{row['p10_ms']:.3f} | {row['p90_ms']:.3f} |")
     pre = card.get("preprocessing")
     if pre:
         lines += ["", "## Preprocessing", "",

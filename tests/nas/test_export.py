@@ -555,3 +555,30 @@ def test_onnx_int8_of_an_untrained_architecture_is_calibrated_on_random_inputs(n
     card = json.loads((out / "model_card.json").read_text())
     assert card["files"]["onnx_int8"]["calibration"]["split"] == "random" and card["deployed_accuracy"] is None
     assert (out / "model.onnx").exists() and (out / "model.int8.onnx").exists()
+
+
+def test_export_times_each_file_on_the_named_device_for_the_card(nas, study_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "timed"
+    result = nas("export", "--storage", str(study_db), "--study", STUDY, "--trial", "1", "--untrained",
+                 "--format", "onnx,onnx-int8,pytorch", "--onnx-exporter", "legacy", "--device", "local", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    timed = card["file_latency"]
+    assert timed["device"]["kind"] == "local" and timed["threads"] == 1 and timed["runs"] == 50
+    config = json.loads((out / "config.json").read_text())
+    assert timed["input_shape"] == [1, config["in_channels"], config["input_size"], config["input_size"]]
+    rows = {row["file"]: row for row in timed["files"]}
+    assert set(rows) == {"model.onnx", "model.int8.onnx"}  # model.pt has no runtime to time it in
+    assert [(rows[f]["runtime"], rows[f]["precision"]) for f in ("model.onnx", "model.int8.onnx")] == [
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert all(0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"] for row in rows.values())
+    markdown = (out / "model_card.md").read_text()
+    assert "| `model.int8.onnx` | onnxruntime | int8 |" in markdown and "Latency of each file on local" in markdown
+
+
+def test_export_to_a_device_that_cannot_time_a_format_is_refused_before_any_work(nas, study_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    result = nas("export", "--storage", str(study_db), "--study", STUDY, "--trial", "1", "--untrained",
+                 "--format", "onnx", "--device", "ssh://nobody@127.0.0.1:1", "--out", str(out))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("nas: error: ssh://nobody@127.0.0.1:1") and not out.exists()
