@@ -72,3 +72,31 @@ def test_arm_board_over_ssh_reports_aarch64_and_matches_host_outputs(arm_sshd, t
 
     result = measure_config(device, tiny_config, RunSettings(warmup=2, runs=5, timeout_s=600))
     assert result.device["arch"] == "aarch64" and 0 < result.p10_ms <= result.median_ms <= result.p90_ms
+
+
+def test_arm_board_runs_onnxruntime_int8_and_refuses_executorch_in_one_line(arm_sshd, tiny_config, tmp_path):
+    """int8 on the board: the static QDQ file runs in the board's aarch64 onnxruntime and names
+    the same classes as on the host. The board has no ExecuTorch Python runtime (it imports
+    torch): asked for one, the device says what to do instead, in one line."""
+    from nas.latency import DeviceUnavailableError
+    from nas.latency.measure import export_for_runtime
+
+    device = open_device(arm_sshd.spec, **arm_sshd.options())
+    model = export_for_runtime(tiny_config, tmp_path, "onnxruntime", "int8")
+    assert model.name == "model.int8.onnx"
+    images = np.random.default_rng(3).standard_normal((1, 3, tiny_config.input_size, tiny_config.input_size))
+    np.save(tmp_path / "input.npy", images.astype(np.float32))
+    (timing,) = device.measure([model], RunSettings(warmup=1, runs=3, outputs=True, timeout_s=600),
+                               input_file=tmp_path / "input.npy")
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    arm_output = np.asarray(timing.output, dtype=np.float32).reshape(timing.output_shape)
+    # int8 kernels differ between x86 and ARM by a rounding step; the answer does not.
+    assert arm_output.argmax() == expected.argmax()
+    assert np.abs(arm_output - expected).max() <= 0.05 * np.abs(expected).max()
+    result = measure_config(device, tiny_config, RunSettings(warmup=2, runs=5, timeout_s=600), precision="int8")
+    assert result.device["arch"] == "aarch64" and result.median_ms > 0
+    with pytest.raises(DeviceUnavailableError, match="no ExecuTorch Python runtime.*executor_runner"):
+        measure_config(device, tiny_config, RunSettings(warmup=2, runs=5, timeout_s=600), runtime="executorch")
