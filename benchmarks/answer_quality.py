@@ -6,8 +6,8 @@ score) and its final-stage answer. All of them and the paper's 1x g3 are then re
 `nas compare` on fresh seeds at a higher fidelity and scored on the test split, which neither
 the search nor the final stage saw.
 
-Run (the issue's full design, hours on 2 cores; a GPU or patience):
-    .venv/bin/python benchmarks/answer_quality.py --search-seeds 1 2 3 --epochs 10 --data fashion-mnist:full
+Run (the issue's design; 63 min on 2 cores with 3 seeds per config, README "Benchmarks"):
+    .venv/bin/python benchmarks/answer_quality.py --search-seeds 1 2 3 --epochs 10 --data fashion-mnist:full --seeds 3
 Reduced (about 15 min here):
     .venv/bin/python benchmarks/answer_quality.py --search-seeds 1 2 --epochs 3 --seeds 4
 """
