@@ -308,6 +308,9 @@ def build_lut(
                 break
             progress(f"the calibration networks fit only within {error:.1%} rms: the device was busy, timing again")
     assert best is not None, "at least one attempt is made"
+    if best[0] > max_fit_error:
+        progress(f"warning: the best of {max(1, attempts)} sessions fits its calibration networks only within "
+                 f"{best[0]:.1%} rms; its predictions will be off about as much (build it again when the device is idle)")
     return best[1]
 
 

@@ -166,10 +166,14 @@ def test_fit_recovers_the_synthetic_overhead_exactly(synthetic_lut):
 
 
 def test_a_session_that_fits_badly_is_timed_again_and_the_best_kept(synthetic_build):
-    lut, device = synthetic_build(noisy_sessions=1)
+    said: list[str] = []
+    lut, device = synthetic_build(noisy_sessions=1, progress=said.append)
     assert device.sessions == 2 and lut.scale == pytest.approx(SCALE, rel=1e-9)
-    worst, device = synthetic_build(noisy_sessions=5, attempts=2)
+    assert any("timing again" in line for line in said) and not any("warning" in line for line in said)
+    said.clear()
+    worst, device = synthetic_build(noisy_sessions=5, attempts=2, progress=said.append)
     assert device.sessions == 2 and worst.calibration and len(worst.holdout) == 20  # gave up, kept one
+    assert said[-1].startswith("warning: the best of 2 sessions fits its calibration networks only within")
 
 
 def test_prediction_is_scale_times_sum_plus_per_component_cost():
