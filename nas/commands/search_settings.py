@@ -119,14 +119,10 @@ def _evaluator(request: SearchRequest, data_spec: str) -> Any:
         raise UserError(str(error)) from None
 
 
-def _check_deployment(request: SearchRequest) -> None:
-    """--runtime and --precision: known, installed, and meaning something for this search."""
-    from nas.latency.measure import check_runtime
-
-    check_runtime(request.runtime, request.precision)
+def _check_deployment(request: SearchRequest, *, trained: bool) -> None:
+    """--runtime and --precision mean something for this search (int8 accuracy needs training)."""
     if request.device is not None:
         return
-    trained = request.evaluator.strip().lower() == "proxy"
     if request.precision == "int8" and not trained:
         raise UserError("--precision int8 without --device applies to trained accuracy only: use the proxy evaluator, "
                         "or give --device for int8 latency")
@@ -171,10 +167,13 @@ def build_settings(request: SearchRequest) -> SearchSettings:
     budgets = _budgets(request.budget, space)
     data_spec = validate_data_spec(request.data)
     check_accelerator(request.accelerator, request.train_precision)  # a missing GPU: one line, before any write
-    _check_deployment(request)
+    from nas.latency.measure import check_runtime
+
+    check_runtime(request.runtime, request.precision)
     latency = _latency(request)
     objectives = _objectives(request.objectives, latency is not None)
     evaluator = _evaluator(request, data_spec)
+    _check_deployment(request, trained=evaluator.objective_name == "accuracy")
     objectives = (evaluator.objective_name,) + objectives[1:]  # e.g. synflow for zero-cost
     storage = request.storage or str(request.runs_dir / "shufflenas.db")
     resolve_storage_url(storage)

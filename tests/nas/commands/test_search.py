@@ -343,3 +343,28 @@ def test_the_fronts_predicted_latencies_are_measured_before_they_are_reported(na
     assert study_front(records, study_info(study)) == [] or all(
         r.attrs["latency_source"] == "measured" and r.latency_ms <= tight for r in study_front(records, study_info(study)))
     assert json.loads(json.dumps(study.user_attrs["latency_runtime"])) == "onnxruntime"
+
+
+def test_a_study_keeps_its_latency_runtime_and_precision_on_resume(nas, tmp_path) -> None:
+    """Latencies of one study are in one runtime and precision: resuming it in others is refused."""
+    from nas.latency.lut import LatencyLUT
+
+    space = tmp_path / "small.yaml"
+    space.write_text("groups: [3]\nbottleneck_ratios: [0.25]\nstage_depths: [[1, 2], [1, 2], [1, 2]]\nstem_channels: [24]\n")
+    int8 = _table_that_predicts(space, "40M", 0.05, tmp_path / "int8.json")
+    table = LatencyLUT.load(int8)
+    table.precision = "int8"
+    table.save(int8)
+    fp32 = _table_that_predicts(space, "40M", 0.05, tmp_path / "fp32.json")
+    db = tmp_path / "resume.db"
+    common = ["search", "--budget", "40M", "--space", str(space), "--evaluator", "zero-cost", "--device", "lut",
+              "--storage", str(db), "--study", "deploy", "--no-presets", "--workers", "1", "--quiet"]
+    first = nas(*common, "--n-trials", "2", "--lut", str(int8), "--precision", "int8")
+    assert first.returncode == 0, first.stderr
+    study = load(db, "deploy")
+    assert (study.user_attrs["latency_runtime"], study.user_attrs["latency_precision"]) == ("onnxruntime", "int8")
+    assert all(t.user_attrs["latencies"] == {"onnxruntime/int8": {"median_ms": t.user_attrs["latency_ms"],
+                                                                 "source": "predicted"}} for t in study.get_trials())
+    again = nas(*common, "--n-trials", "3", "--lut", str(fp32))
+    assert again.returncode == 2 and "already exists with a different latency_precision (int8 vs fp32)" in again.stderr
+    assert len(load(db, "deploy").get_trials()) == 2
