@@ -35,6 +35,8 @@ ACCEPT_NEW = typer.Option(False, "--accept-new-host-key", help="SSH: trust and r
 REMOTE_PYTHON = typer.Option(None, "--remote-python", help="SSH: the device's Python with onnxruntime "
                              "(default python3; e.g. ~/venv/bin/python).")
 BENCHMARK = typer.Option(None, "--benchmark-binary", help="adb: path ON the phone of onnxruntime_perf_test.")
+RUNNER = typer.Option(None, "--executor-runner", help="adb: path ON the phone of ExecuTorch's executor_runner "
+                      "(XNNPACK build), for --runtime executorch.")
 TIMEOUT = typer.Option(600.0, "--timeout", min=1.0, help="Seconds to wait for the device per call.")
 RUNTIME = typer.Option("onnxruntime", "--runtime", help=(
     "onnxruntime (an ONNX file) or executorch (a .pte lowered to XNNPACK; needs the mobile extra)."
@@ -43,12 +45,12 @@ PRECISION = typer.Option("fp32", "--precision", help="fp32, or int8 (static quan
 
 
 def _device(spec: str, known_hosts: Path | None, identity: Path | None, ssh_config: Path | None,
-            accept_new: bool, remote_python: str | None, benchmark: str | None):
+            accept_new: bool, remote_python: str | None, benchmark: str | None, runner: str | None = None):
     from nas.latency import open_device
 
     return open_device(spec, known_hosts=known_hosts, identity_file=identity, ssh_config=ssh_config,
                        accept_new_host_key=accept_new or None, remote_python=remote_python,
-                       benchmark_binary=benchmark)
+                       benchmark_binary=benchmark, executor_runner=runner)
 
 
 def _settings(threads: int, runs: int, warmup: int, clock: str, timeout: float, rounds: int = 1):
@@ -93,10 +95,12 @@ def probe(
     device: str = DEVICE, known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
+    executor_runner: str | None = RUNNER,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the device's architecture, CPU, cores and runtime; fail if the runtime is missing."""
-    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary,
+                     executor_runner)
     info = target.probe()
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -119,6 +123,7 @@ def measure(
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
+    executor_runner: str | None = RUNNER,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Export a config (batch 1, deployment resolution) for a runtime and precision and time it on the device."""
@@ -127,7 +132,8 @@ def measure(
 
     check_runtime(runtime, precision)
     network = _load_config(preset, config)
-    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary,
+                     executor_runner)
     settings = _settings(threads, runs, warmup, clock, timeout)
     cache = None if no_cache else LatencyCache(cache_path)
     result = measure_config(target, network, settings, cache=cache, runtime=runtime, precision=precision)
@@ -158,6 +164,7 @@ def build_lut(
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
+    executor_runner: str | None = RUNNER,
 ) -> None:
     """Time every unit shape of the space (plus stem and head) on the device, in one runtime and
     precision; save the table (which names them, with the threads)."""
@@ -168,7 +175,8 @@ def build_lut(
 
     check_runtime(runtime, precision)
     config_space = load_config_space(space, _budget(budget))
-    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary,
+                     executor_runner)
     settings = _settings(threads, runs, warmup, clock, timeout, rounds=5)
     calibration_configs = sample_distinct(config_space.sample, calibration, seed=seed + 1)
     lut = build(target, config_space.covering(), calibration_configs, settings=settings, space_name=config_space.name,
@@ -194,6 +202,7 @@ def validate(
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
+    executor_runner: str | None = RUNNER,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Measure random configs (in the table's runtime and precision) and print the share the
@@ -203,7 +212,8 @@ def validate(
 
     lut = LatencyLUT.load(lut_path)
     config_space = load_config_space(space, _budget(budget))
-    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary)
+    target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary,
+                     executor_runner)
     settings = _settings(threads or int(lut.settings.get("threads", 1)), runs, warmup,
                          clock or str(lut.settings.get("clock", "auto")), timeout, rounds=5)
     # Disjoint from the table's calibration networks by construction: a fitted network would flatter the table.

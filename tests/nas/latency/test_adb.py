@@ -2,7 +2,9 @@
 a FAKE ``adb`` on PATH (for this test only): it plays a phone whose /data/local/tmp lives in a
 temporary folder, runs ``adb shell`` commands with sh there, and has a stand-in
 ``onnxruntime_perf_test`` that times the model with this host's ONNX Runtime and prints the
-real tool's summary format. What is real: our argv, quoting, push, parsing and errors."""
+real tool's summary format, and a stand-in ``executor_runner`` that runs the .pte in this host's
+ExecuTorch runtime and logs as ExecuTorch's runner does (per-iteration lines and the total, on
+stderr). What is real: our argv, quoting, push, parsing and errors; not the phone's binaries."""
 
 from __future__ import annotations
 
@@ -71,6 +73,27 @@ if "-s" in args:  # the real binary prints percentiles only with -s (Performance
 '''
 
 
+FAKE_EXECUTOR_RUNNER = r'''#!{python}
+# Stand-in for ExecuTorch's examples/portable/executor_runner: same flags, and its ET_LOG lines
+# ("Iteration i of N: X ms", "Model executed successfully N time(s) in X ms.") on stderr.
+import sys, time, torch
+from executorch.runtime import Runtime
+args = sys.argv[1:]
+value = lambda name: args[args.index(name) + 1]
+runs = int(value("--num_executions"))
+method = Runtime.get().load_program(value("--model_path")).load_method("forward")
+example = torch.ones(list(method.metadata.input_tensor_meta(0).sizes()))
+total = 0.0
+for index in range(runs):
+    start = time.perf_counter(); method.execute([example]); spent = 1000 * (time.perf_counter() - start)
+    total += spent
+    print(f"I 00:00:00.100 executorch:executor_runner.cpp:420] Iteration {{index + 1}} of {{runs}}: {{spent:.6f}} ms",
+          file=sys.stderr)
+print(f"I 00:00:00.200 executorch:executor_runner.cpp:432] Model executed successfully {{runs}} time(s) in "
+      f"{{total:.6f}} ms.", file=sys.stderr)
+'''
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
@@ -87,6 +110,7 @@ def fake_phone(tmp_path, monkeypatch) -> Path:
     _write(tools / "adb", FAKE_ADB.format(python=sys.executable))
     _write(root / "bin/getprop", FAKE_GETPROP)
     _write(root / "data/local/tmp/onnxruntime_perf_test", FAKE_PERF_TEST.format(python=sys.executable))
+    _write(root / "data/local/tmp/executor_runner", FAKE_EXECUTOR_RUNNER.format(python=sys.executable))
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_PHONE_ROOT", str(root))
     return root
@@ -140,6 +164,40 @@ def test_parse_perf_test_summary():
         parse_perf_test_output("Average inference time cost: 12.5 ms\n")
 
 
-def test_adb_devices_refuse_executorch_with_the_way_to_do_it(fake_phone, tiny_config):
-    with pytest.raises(DeviceError, match="adb devices time models with onnxruntime only.*executor_runner"):
+RUNNER = "/data/local/tmp/executor_runner"
+
+
+def test_adb_without_an_executor_runner_says_how_to_get_one(fake_phone, tiny_config):
+    with pytest.raises(DeviceError, match="name the executor_runner on the phone with --executor-runner.*XNNPACK"):
         measure_config(open_device("adb:emulator-5554", benchmark_binary=BINARY), tiny_config, runtime="executorch")
+    with pytest.raises(DeviceError, match="/data/local/tmp/none is not an executable on the phone"):
+        measure_config(open_device("adb", executor_runner="/data/local/tmp/none"), tiny_config, runtime="executorch")
+
+
+def test_adb_times_executorch_programs_in_a_pushed_executor_runner(fake_phone, tiny_config):
+    pytest.importorskip("executorch.exir")
+    device = open_device("adb:emulator-5554", executor_runner=RUNNER, remote_dir="/data/local/tmp/et dir")
+    assert device.probe()["executorch"] == f"executor_runner:{RUNNER}"
+    for precision in ("fp32", "int8"):
+        result = measure_config(device, tiny_config, RunSettings(warmup=2, runs=7, threads=1), cache=None,
+                                runtime="executorch", precision=precision)
+        assert 0 < result.p10_ms <= result.median_ms <= result.p90_ms and result.runs == 7
+    calls = (fake_phone / "adb-calls.log").read_text()
+    assert "--num_executions 2 >/dev/null" in calls and "--num_executions 7 2>&1" in calls
+    assert "--cpu_threads 1 --print_output none" in calls and "model.int8.pte" in calls
+    assert not list((fake_phone / "data/local/tmp/et dir").iterdir())  # programs removed after timing
+
+
+def test_parse_executor_runner_output():
+    from nas.latency.kinds.adb import parse_executor_runner_output
+
+    log = "".join(f"I 00:00:01.{i} executorch:executor_runner.cpp:420] Iteration {i} of 5: {ms} ms\n"
+                  for i, ms in enumerate((2.0, 1.0, 1.5, 3.0, 1.2), start=1))
+    stats = parse_executor_runner_output(log + "Model executed successfully 5 time(s) in 8.7 ms.\n")
+    assert stats.median_ms == pytest.approx(1.5) and stats.p10_ms < stats.median_ms < stats.p90_ms
+    # A release that prints only the total: its mean, with no spread.
+    older = parse_executor_runner_output("I 00:00:00.046 executorch:executor_runner.cpp:289] Model executed "
+                                         "successfully 10 time(s) in 123.5 ms.")
+    assert (older.median_ms, older.p10_ms, older.p90_ms, older.spread) == pytest.approx((12.35, 12.35, 12.35, 0.0))
+    with pytest.raises(DeviceError, match="printed no timing"):
+        parse_executor_runner_output("Model loaded in 3.2 ms.")
