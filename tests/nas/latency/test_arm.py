@@ -51,6 +51,19 @@ def arm_sshd(ssh_keys, tmp_path_factory):
     server.stop()
 
 
+def _board_and_host_outputs(device, model: Path, config, folder: Path, *, seed: int):
+    """``model``'s output for one seeded random image, run on the board and in this host's ONNX Runtime."""
+    import onnxruntime
+
+    image = np.random.default_rng(seed).standard_normal((1, 3, config.input_size, config.input_size)).astype(np.float32)
+    np.save(folder / "input.npy", image)
+    (timing,) = device.measure([model], RunSettings(warmup=1, runs=3, outputs=True, timeout_s=600),
+                               input_file=folder / "input.npy")
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: image})[0]
+    return np.asarray(timing.output, dtype=np.float32).reshape(timing.output_shape), expected
+
+
 def test_arm_board_over_ssh_reports_aarch64_and_matches_host_outputs(arm_sshd, tiny_config, tmp_path):
     device = open_device(arm_sshd.spec, **arm_sshd.options())
     info = device.probe()
@@ -58,15 +71,7 @@ def test_arm_board_over_ssh_reports_aarch64_and_matches_host_outputs(arm_sshd, t
     assert "Cortex-A76" in info["cpu_model"] and info["onnxruntime"]
 
     model = export_config(tiny_config, tmp_path / "tiny.onnx")
-    image = np.random.default_rng(7).standard_normal((1, 3, tiny_config.input_size, tiny_config.input_size))
-    np.save(tmp_path / "input.npy", image.astype(np.float32))
-    (timing,) = device.measure([model], RunSettings(warmup=1, runs=3, outputs=True, timeout_s=600),
-                               input_file=tmp_path / "input.npy")
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    expected = session.run(None, {session.get_inputs()[0].name: image.astype(np.float32)})[0]
-    arm_output = np.asarray(timing.output, dtype=np.float32).reshape(timing.output_shape)
+    arm_output, expected = _board_and_host_outputs(device, model, tiny_config, tmp_path, seed=7)
     assert arm_output.shape == expected.shape
     assert np.abs(arm_output - expected).max() <= 1e-4
 
@@ -84,15 +89,7 @@ def test_arm_board_runs_onnxruntime_int8_and_refuses_executorch_in_one_line(arm_
     device = open_device(arm_sshd.spec, **arm_sshd.options())
     model = export_for_runtime(tiny_config, tmp_path, "onnxruntime", "int8")
     assert model.name == "model.int8.onnx"
-    images = np.random.default_rng(3).standard_normal((1, 3, tiny_config.input_size, tiny_config.input_size))
-    np.save(tmp_path / "input.npy", images.astype(np.float32))
-    (timing,) = device.measure([model], RunSettings(warmup=1, runs=3, outputs=True, timeout_s=600),
-                               input_file=tmp_path / "input.npy")
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    expected = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
-    arm_output = np.asarray(timing.output, dtype=np.float32).reshape(timing.output_shape)
+    arm_output, expected = _board_and_host_outputs(device, model, tiny_config, tmp_path, seed=3)
     # int8 kernels differ between x86 and ARM by a rounding step; the answer does not.
     assert arm_output.argmax() == expected.argmax()
     assert np.abs(arm_output - expected).max() <= 0.05 * np.abs(expected).max()
