@@ -100,6 +100,11 @@ def _objectives(text: str, has_device: bool) -> tuple[str, ...]:
     return objectives
 
 
+def _int8_runtime(request: SearchRequest) -> str | None:
+    """The runtime whose quantization scores each trained trial (``--precision int8``), if any."""
+    return request.runtime if request.precision == "int8" else None
+
+
 def _evaluator(request: SearchRequest, data_spec: str) -> Any:
     from nas.evaluation.base import EvaluatorOptions, create_evaluator
     from nas.evaluation.training import Recipe
@@ -112,7 +117,7 @@ def _evaluator(request: SearchRequest, data_spec: str) -> Any:
         options = EvaluatorOptions(
             data_spec=data_spec, recipe=recipe, seeds=tuple(range(request.seed, request.seed + request.seeds)),
             keep_weights=request.keep_weights, accelerator=request.accelerator, train_precision=request.train_precision,
-            int8_runtime=request.runtime if request.precision == "int8" else None,
+            int8_runtime=_int8_runtime(request),
         )
         return create_evaluator(request.evaluator, options)
     except ValueError as error:
@@ -203,7 +208,7 @@ def build_settings(request: SearchRequest) -> SearchSettings:
         halving=request.early_stopping,
         data_spec=data_spec,
         worker_restarts=request.worker_restarts,
-        int8_runtime=request.runtime if request.precision == "int8" and evaluator.objective_name == "accuracy" else None,
+        int8_runtime=_int8_runtime(request) if evaluator.objective_name == "accuracy" else None,
     )
 
 

@@ -54,7 +54,7 @@ def measure_front_latency(study: optuna.Study, settings: SearchSettings, display
                          f"({latency.runtime} {latency.precision})")
         for record in predicted:
             assert record.config is not None and record.latency_ms is not None
-            entry = _measure(evaluator, record.config, float(record.latency_ms), latency.precision)
+            entry = _measure(evaluator, record.config, float(record.latency_ms))
             study.set_user_attr(f"{R.FRONT_LATENCY_PREFIX}{record.number}", entry)
             measured += 1
             error = (entry["predicted_ms"] - entry["median_ms"]) / entry["median_ms"]
@@ -65,11 +65,11 @@ def measure_front_latency(study: optuna.Study, settings: SearchSettings, display
     return measured
 
 
-def _measure(evaluator: Any, config: Any, predicted_ms: float, precision: str) -> dict[str, Any]:
+def _measure(evaluator: Any, config: Any, predicted_ms: float) -> dict[str, Any]:
     result = evaluator.measure(config)
     entry = {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
              "predicted_ms": predicted_ms, "runtime": result.runtime, "precision": result.precision,
              "device": result.device}
-    if precision != "fp32":
+    if evaluator.precision != "fp32":
         entry["fp32_ms"] = evaluator.measure(config, "fp32").median_ms
     return entry

@@ -15,15 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from nas.export.quantize import RUNTIME_OF_FILE
+
 __all__ = ["RUNTIME_OF_FILE", "file_latencies", "runtimes_for"]
 
-RUNTIME_OF_FILE = {
-    "model.onnx": ("onnxruntime", "fp32"),
-    "model.int8.onnx": ("onnxruntime", "int8"),
-    "model.pte": ("executorch", "fp32"),
-    "model.int8.pte": ("executorch", "int8"),
-}
-"""The exported files a device can time, with the runtime and precision of each."""
 
 
 def runtimes_for(formats: Sequence[str]) -> set[str]:

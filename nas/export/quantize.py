@@ -22,12 +22,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CALIBRATION_IMAGES", "ONNX_SCHEME", "EvaluationImages", "WeightsData", "calibration_images", "file_accuracies",
-           "onnx_accuracy", "quantize_onnx"]
+__all__ = ["CALIBRATION_IMAGES", "ONNX_SCHEME", "RUNTIME_OF_FILE", "EvaluationImages", "WeightsData", "calibration_images",
+           "file_accuracies", "onnx_accuracy", "quantize_onnx"]
 
 CALIBRATION_IMAGES = 256
 """Training images that set the int8 activation ranges (ONNX Runtime's MinMax calibration)."""
 CALIBRATION_BATCH = 32
+RUNTIME_OF_FILE = {
+    "model.onnx": ("onnxruntime", "fp32"),
+    "model.int8.onnx": ("onnxruntime", "int8"),
+    "model.pte": ("executorch", "fp32"),
+    "model.int8.pte": ("executorch", "int8"),
+}
+"""The exported model files a runtime runs, with the runtime and precision of each (the card
+measures each one's accuracy, and ``nas export --device`` its latency)."""
 ONNX_SCHEME = {"scheme": "ONNX Runtime static quantization, QDQ, MinMax", "weights": "int8, per channel",
                "activations": "uint8, per tensor"}
 
@@ -171,12 +179,13 @@ def file_accuracies(model: Any, folder: Path, files: Any, weights: WeightsData) 
     if "model.pt" in files:
         rows.append({"file": "model.pt", "runtime": "pytorch", "precision": "fp32",
                      "test_accuracy": round(float((reference == test.labels).mean()), 6)})
-    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8")):
-        if name in files:
-            rows.append({"file": name, "runtime": "onnxruntime", "precision": precision,
+    for name, (runtime, precision) in RUNTIME_OF_FILE.items():
+        if name not in files:
+            continue
+        if runtime == "onnxruntime":
+            rows.append({"file": name, "runtime": runtime, "precision": precision,
                          **onnx_accuracy(folder / name, test, reference)})
-    for name, precision in (("model.pte", "fp32"), ("model.int8.pte", "int8")):
-        if name in files:
+        else:
             from nas.export.executorch import executorch_logits
 
             predicted = executorch_logits(folder / name, test.images).argmax(axis=1)

@@ -39,9 +39,10 @@ class LatencyEvaluator:
     """``LatencyEvaluator(open_device("ssh://pi"), lut=None, threads=1).latency(config)``.
 
     Latency is in ``runtime`` (onnxruntime, executorch) at ``precision`` (fp32, int8); a table
-    timed in other terms is refused. With a table, a covered config is predicted without touching the device (p10/p90 equal
-    the median: a prediction has no spread); an uncovered one is measured if a device that
-    measures was given (not None, not ``lut``), and fails otherwise. Device faults raise
+    timed in other terms is refused. With a table, a covered config is predicted without
+    touching the device (p10/p90 equal the median: a prediction has no spread); an uncovered
+    one is measured if a device that measures was given (not None, not ``lut``), and fails
+    otherwise. Device faults raise
     :class:`DeviceError` with a one-line reason.
     """
 
