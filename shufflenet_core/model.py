@@ -46,6 +46,12 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     )
 
 
+def shuffle_order(channels: int, groups: int) -> list[int]:
+    """The channel shuffle as an index: channel ``j`` of ``channel_shuffle(x)`` is channel ``order[j]`` of ``x``."""
+    per_group = channels // groups
+    return [group * per_group + index for index in range(per_group) for group in range(groups)]
+
+
 def _normalize(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``; a BatchNorm2d nobody hooks trains NHWC maps with the fast accurate kernel."""
     if not isinstance(bn, nn.BatchNorm2d) or not bn.training or _hooked(bn):
@@ -85,11 +91,33 @@ class ShuffleUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._can_fold(x):
             return self._forward_folded(x)
+        if self.shuffle and not self.training and torch.onnx.is_in_onnx_export():
+            return self._forward_onnx(x)
         branch = F.relu(self.norm(self.bn1, self.pw1(x)))
         if self.shuffle:
             branch = channel_shuffle(branch, self.groups)
         branch = self.norm(self.bn2, self.dw(branch))
         branch = self.norm(self.bn3, self.pw2(branch))
+        if self.stride == 1:
+            return F.relu(branch + x)
+        return torch.cat((self.shortcut(x), F.relu(branch)), dim=1)
+
+    def _forward_onnx(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` as the ONNX graph: the shuffle after the depthwise conv, as one Gather.
+
+        Depthwise conv and BN act per channel, so they commute with the shuffle once their
+        weights are put in the unshuffled order (folded here, constants in the file). ONNX
+        Runtime then moves the map a stride-2 unit shuffles at a quarter of the size, and a
+        Gather beats Reshape-Transpose-Reshape (benchmarks/onnx_graph.py measures both).
+        """
+        branch = F.relu(self.bn1(self.pw1(x)))
+        order = shuffle_order(self.bn2.num_features, self.groups)
+        unshuffled = torch.tensor(sorted(range(len(order)), key=order.__getitem__))  # constants of the graph
+        scale, shift = batch_norm_affine(self.bn2)
+        weight = (self.dw.weight * scale.reshape(-1, 1, 1, 1)).index_select(0, unshuffled)
+        branch = F.conv2d(branch, weight, shift.index_select(0, unshuffled), stride=self.dw.stride,
+                          padding=self.dw.padding, groups=self.bn2.num_features)
+        branch = self.bn3(self.pw2(branch.index_select(1, torch.tensor(order))))
         if self.stride == 1:
             return F.relu(branch + x)
         return torch.cat((self.shortcut(x), F.relu(branch)), dim=1)

@@ -43,6 +43,10 @@ __all__ = ["LocalBackend", "WorkerJob", "split_trials", "worker_main"]
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 30
+OWN_INTERRUPT_WAIT_SECONDS = 2.0
+"""A Ctrl-C reaches the workers and the supervisor alike (one process group), but a worker may
+end on it before the supervisor's KeyboardInterrupt is raised: an exit on SIGINT waits this
+long for it before it is counted as a worker death."""
 """After Ctrl-C, how long workers get to mark their running trials before they are killed."""
 
 
@@ -242,6 +246,8 @@ class _Pool:
         code = worker.process.exitcode or 0
         if code == 0:
             return
+        if code in (EXIT_INTERRUPTED, -signal.SIGINT):
+            time.sleep(OWN_INTERRUPT_WAIT_SECONDS)  # the user's Ctrl-C raises KeyboardInterrupt here
         settings = self.plan.settings
         cause = describe_exit(code)
         last = last_error_line(Path(worker.job.log_path))

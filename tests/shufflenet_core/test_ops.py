@@ -17,6 +17,7 @@ from torch import nn
 from shufflenet_core import ShuffleNetConfig, build_model
 from shufflenet_core.model import channel_shuffle
 from shufflenet_core.onnx_export import export_onnx
+from shufflenet_core.structure import unit_specs
 from shufflenet_core.ops import (
     DepthwiseConv2d,
     PointwiseConv2d,
@@ -209,8 +210,12 @@ def test_export_of_fast_build_has_the_plain_grouped_conv_graph(exporter: str, tm
     config = ShuffleNetConfig.from_width(3, 0.5, num_classes=10, input_size=32)
     torch.manual_seed(0)
     fast = build_model(config).eval()
+    for bn in (m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # trained-like statistics:
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)  # the export reorders them per channel
+        bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-1, 1)
     plain = build_model(config, fast=False).eval()
     plain.load_state_dict(fast.state_dict())
+    state = {key: value.clone() for key, value in fast.state_dict().items()}
     graphs = {}
     for name, model in (("fast", fast), ("plain", plain)):
         path = export_onnx(model, tmp_path / f"{name}.onnx", exporter=exporter)
@@ -223,6 +228,11 @@ def test_export_of_fast_build_has_the_plain_grouped_conv_graph(exporter: str, tm
     groups = {attr.i for node in graphs["fast"].node if node.op_type == "Conv"
               for attr in node.attribute if attr.name == "group"}
     assert config.groups in groups and max(groups) > config.groups  # grouped 1x1 and depthwise
+    # The shuffle is one Gather after each shuffling unit's depthwise conv (its weights reordered
+    # in the file), no Reshape-Transpose-Reshape: faster in ONNX Runtime (benchmarks/speed.py).
+    shuffled = sum(1 for spec in unit_specs(config) if spec.channel_shuffle and spec.groups > 1)
+    assert ops["Gather"] == shuffled and ops["Transpose"] == 0
+    assert all(torch.equal(value, fast.state_dict()[key]) for key, value in state.items())  # weights untouched
     session = onnxruntime.InferenceSession(str(tmp_path / "fast.onnx"), providers=["CPUExecutionProvider"])
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

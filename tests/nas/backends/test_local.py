@@ -6,20 +6,23 @@ storage holds and what the command says, never on how long anything took.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
 
 from nas import records as R
-from nas.backends.local import describe_exit, last_error_line, split_trials
-from nas.engine.outcome import count_toward_target
+from nas.backends.local import OWN_INTERRUPT_WAIT_SECONDS, _Pool, _Worker, describe_exit, last_error_line, split_trials
+from nas.engine.outcome import EXIT_INTERRUPTED, count_toward_target
 from nas.records import load_records
 from tests.conftest import REPO_ROOT
 
@@ -145,10 +148,36 @@ def test_ctrl_c_marks_running_trials_lost_and_the_same_command_resumes(tmp_path,
     assert not [r for r in records if r.state == "RUNNING"]
     interrupted = [r for r in records if r.state == "FAIL"]
     assert interrupted and all(r.lost and r.attrs[R.FAIL_REASON] == "interrupted by the user" for r in interrupted)
-    assert not _log_folders(tmp_path), "Ctrl-C is no worker death: the temporary log folder is removed"
+    assert not _log_folders(tmp_path), ("Ctrl-C is no worker death: the temporary log folder is removed", out, err)
     resumed = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = load_records(_load(db, "int"))
     assert count_toward_target(after) == 4 and Counter(r.state for r in after)["COMPLETE"] == 4
     retried = {r.attrs.get(R.RETRY_OF) for r in after} - {None}
     assert retried == {r.number for r in interrupted}  # each interrupted config ran again
+
+
+def _exiting(code: int):
+    process = multiprocessing.get_context("spawn").Process(target=sys.exit, args=(code,))
+    process.start()
+    process.join()
+    return process
+
+
+def test_a_worker_ending_on_the_ctrl_c_before_its_supervisor_hears_it_is_no_worker_death(tmp_path) -> None:
+    """Regression: a worker that exited on the SIGINT before the supervisor's own
+    KeyboardInterrupt was raised was reported as a death, and the log folder was kept."""
+    settings = SimpleNamespace(worker_restarts=0, max_attempts=3)
+    events: list[str] = []
+    pool = _Pool(SimpleNamespace(timeout=None, settings=settings), optuna.create_study(), None,
+                 SimpleNamespace(worker_event=events.append), tmp_path)
+    job = SimpleNamespace(name="worker 1", log_path=str(tmp_path / "worker-1.log"), share=1)
+    worker = _Worker(job, _exiting(EXIT_INTERRUPTED))
+    threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,)).start()  # the supervisor's Ctrl-C, a moment later
+    with pytest.raises(KeyboardInterrupt):
+        pool._exited(worker)
+        time.sleep(OWN_INTERRUPT_WAIT_SECONDS + 1)  # (before the fix _exited returned at once)
+    assert not pool.report.events and not events
+    # Ended on SIGINT with no Ctrl-C for the supervisor (someone interrupted that worker alone): a death.
+    pool._exited(_Worker(SimpleNamespace(**{**vars(job), "name": "worker 2"}), _exiting(EXIT_INTERRUPTED)))
+    assert len(pool.report.events) == 1 and "worker 2" in pool.report.events[0] and "exit code 130" in events[0]
