@@ -11,22 +11,28 @@ the share of configs predicted within +-10% (nn-Meter reports 99.0% on a Cortex-
 - validation: ``--n`` random configs measured in a separate session, as ``nas latency
   validate`` does (the same as ``nas latency build-lut`` followed by ``nas latency validate``).
 
-Neither set shares a config with the calibration networks the overhead is fitted on.
+Neither set shares a config with the calibration networks the overhead is fitted on (by
+construction: ``sample_distinct(..., exclude=calibration)``, asserted below).
 
-    .venv/bin/python benchmarks/latency_lut.py [--device local] [--space default|small] [--n 50]
-        [--holdout 20] [--out lut.json] [--report rows.json]
+``--noise`` measures the validation configs a second time in another session: how far the same
+networks move between two sessions is the floor under any table's error on this machine.
+``--lut FILE`` validates an existing table instead of building one.
+
+    .venv/bin/python benchmarks/latency_lut.py [--device local] [--space default|small] [--n 200]
+        [--holdout 20] [--noise] [--seed 1000] [--out lut.json] [--lut existing.json] [--report rows.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
 from nas.latency import RunSettings, open_device
-from nas.latency.lut import ValidationReport, build_lut, sample_distinct, validate_lut
+from nas.latency.lut import LatencyLUT, ValidationReport, build_lut, sample_distinct, validate_lut
 from nas.latency.space import default_space
 
 SPACES = {
@@ -47,11 +53,31 @@ def _line(report: ValidationReport) -> str:
             f"(median |error| {100 * summary['median_abs_error']:.1f}%, max {100 * summary['max_abs_error']:.1f}%)")
 
 
+def _bias(report: ValidationReport) -> float:
+    """Mean signed error: a session that ran the networks faster or slower than the table's."""
+    return statistics.fmean(row["error"] for row in report.rows)
+
+
+def _noise_line(first: ValidationReport, second: ValidationReport, speed: float = 1.0) -> str:
+    """How the same configs' measurements moved from one session to the other (the second's
+    divided by ``speed``, to take out a change of the whole machine's speed)."""
+    signed = [(b["measured_ms"] / speed - a["measured_ms"]) / a["measured_ms"]
+              for a, b in zip(first.rows, second.rows, strict=True)]
+    changes = [abs(change) for change in signed]
+    within = sum(1 for change in changes if change <= first.tolerance) / len(changes)
+    drift = statistics.fmean(signed)
+    return (f"median change {100 * statistics.median(changes):.1f}%, max {100 * max(changes):.1f}%, "
+            f"mean signed {100 * drift:+.1f}%; {100 * within:.1f}% of them within +-{100 * first.tolerance:g}% of themselves")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="local")
     parser.add_argument("--space", choices=sorted(SPACES), default="default")
-    parser.add_argument("--n", type=int, default=50, help="Configs measured in a separate validation session.")
+    parser.add_argument("--n", type=int, default=200, help="Configs measured in a separate validation session.")
+    parser.add_argument("--seed", type=int, default=1000, help="Seed of the validation configs.")
+    parser.add_argument("--noise", action="store_true", help="Measure the validation configs twice (noise floor).")
+    parser.add_argument("--lut", type=Path, default=None, help="Validate this table instead of building one.")
     parser.add_argument("--holdout", type=int, default=20, help="Configs timed in the build session, not fitted.")
     parser.add_argument("--calibration", type=int, default=None, help="Networks the overhead is fitted on "
                         "(default 32, small space 12).")
@@ -64,37 +90,53 @@ def main(argv: list[str] | None = None) -> int:
     space = make_space()
     calibration = sample_distinct(space.sample, args.calibration or default_calibration, seed=1)
     holdout = sample_distinct(space.sample, args.holdout, seed=2000, exclude=calibration)
-    validation = sample_distinct(space.sample, args.n, seed=1000, exclude=calibration)
-    fitted = {config.to_json() for config in calibration}
-    assert not any(config.to_json() in fitted for config in holdout + validation)
-
     device = open_device(args.device)
     settings = RunSettings(threads=args.threads, **timing)
     started = time.perf_counter()
-    lut = build_lut(device, space.covering(), calibration, holdout_configs=holdout, settings=settings,
-                    space_name=space.name, progress=lambda text: print(text, file=sys.stderr))
-    lut.save(args.out)
+    if args.lut:
+        lut = LatencyLUT.load(args.lut)
+        calibration, holdout = lut.calibration_configs(), []
+    else:
+        lut = build_lut(device, space.covering(), calibration, holdout_configs=holdout, settings=settings,
+                        space_name=space.name, progress=lambda text: print(text, file=sys.stderr))
+        lut.save(args.out)
     built = time.perf_counter() - started
+    validation = sample_distinct(space.sample, args.n, seed=args.seed, exclude=calibration)
+    fitted = {config.to_json() for config in calibration}
+    assert not any(config.to_json() in fitted for config in holdout + validation)
     held_out = lut.holdout_report()
     report = validate_lut(device, lut, validation, settings=settings) if validation else None
+    again = validate_lut(device, lut, validation, settings=settings) if validation and args.noise else None
 
     info = lut.device
     print(f"device: {args.device} ({info.get('arch')}, {info.get('cpu_model')}, {info.get('cores')} cores, "
           f"onnxruntime {info.get('onnxruntime')}, {args.threads} thread, clock {settings.effective_clock})")
     print(f"space: {space.name}")
-    print(f"table: {len(lut.entries)} entries, overhead {lut.describe_overhead()}, built in {built:.0f} s")
+    print(f"table: {len(lut.entries)} entries, overhead {lut.describe_overhead()}, "
+          + (f"read from {args.lut}" if args.lut else f"built in {built:.0f} s"))
     print(f"configs: {len(calibration)} calibration, {len(holdout)} held out, {len(validation)} validation "
           f"(none of them a calibration network)")
     if held_out.rows:
         verdict = "meets" if held_out.within_share >= HOLDOUT_BOUND else "misses"
         print(f"held out (build session, not in the fit): {_line(held_out)}; {verdict} the >= "
               f"{100 * HOLDOUT_BOUND:.0f}% the test suite used to assert on --space small")
-    if report is not None:
-        print(f"validation (separate session): {_line(report)}")
+    for title, session in (("validation (separate session)", report), ("validation again (a third session)", again)):
+        if session is None:
+            continue
+        print(f"{title}: {_line(session)}; mean signed error {100 * _bias(session):+.1f}%")
+        if session.session_factor is not None:
+            print(f"  the calibration networks re-timed in it took x{session.session_factor:.3f} their build-session "
+                  f"time; predictions scaled by that: {_line(session.corrected())}")
+    if report is not None and again is not None:
+        print(f"noise floor (the same {len(report.rows)} configs in two sessions): {_noise_line(report, again)}")
+        if report.session_factor and again.session_factor:
+            speed = again.session_factor / report.session_factor
+            print(f"  after each session's own factor: {_noise_line(report, again, speed)}")
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps({"holdout": held_out.to_dict(),
-                                           "validation": report.to_dict() if report else None}, indent=1))
+                                           "validation": report.to_dict() if report else None,
+                                           "validation_again": again.to_dict() if again else None}, indent=1))
     return 0
 
 

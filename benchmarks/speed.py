@@ -1,17 +1,19 @@
-"""Fast layers vs the plain nn.Conv2d(groups) build and torch.compile of it, side by side; ratios.
+"""Fast layers vs the plain build, the official layout and torch.compile, side by side; ratios.
 
 Run: .venv/bin/python benchmarks/speed.py [--repeats 3] [--threads 1] [--no-compile]
 
-The plain build is the official megvii code's layout reproduced in-repo (nn.Conv2d with
-groups, channel shuffle as reshape-transpose-reshape): the reference every PyTorch user starts
-from. torch.compile (inductor, dynamic=False) of that build is what such a user would try
-first; its one-off compile time per architecture is printed too, since a search builds a new
-architecture every trial.
+Peers: the plain build (``build_model(config, fast=False)``: nn.Conv2d with groups, the paper's
+shuffle as reshape-transpose-reshape after the first pointwise conv; the reference every
+PyTorch user starts from), the official megvii code's layout (benchmarks/official.py: the
+shuffle after the depthwise conv), and torch.compile (inductor, dynamic=False) of the plain
+build, what such a user would try first; its one-off compile time per architecture is printed
+too, since a search builds a new architecture every trial.
 
 Training: images/s of forward + backward + SGD (batch 128, Fashion-MNIST-like 1x32x32 at the
-proxy resolution). Inference: eager latency, batch 1, 3x224x224, 1 thread. ONNX Runtime: the
-export of each build (legacy exporter), batch 1, 1 thread. The two builds alternate step by
-step and each keeps its best time, so load from other processes hits both alike.
+proxy resolution). Inference: eager latency, batch 1, 3x224x224, 1 thread. ONNX Runtime: our
+export of the fast build against the official layout exported the same way (legacy exporter),
+batch 1, 1 thread, for 1.0x g3, 2.0x g3 and 1.0x g8. All sides alternate call by call and each
+keeps its best time, so load from other processes hits them alike.
 """
 
 from __future__ import annotations
@@ -23,12 +25,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from official import build_official
+from torch import nn
 from torch.nn import functional as F
 
 from shufflenet_core import ShuffleNetConfig, build_model
 
 TRAINING_CONFIGS = [(3, 0.5), (3, 1.0), (3, 2.0), (8, 1.0)]
+ONNX_CONFIGS = [(3, 1.0), (3, 2.0), (8, 1.0)]
 BATCH = 128
+SIDES = ("plain", "official", "compiled", "fast")
+"""Columns in order; a side that was not measured shows "-"."""
+
+
+def build(config: ShuffleNetConfig, side: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_official(config) if side == "official" else build_model(config, fast=side == "fast")
+    return torch.compile(model, dynamic=False) if side == "compiled" else model
 
 
 def proxy_resolution() -> int:
@@ -52,11 +65,8 @@ def best_of(functions: dict[str, Callable[[], None]], repeats: int) -> dict[str,
     return best
 
 
-def training_step(config: ShuffleNetConfig, fast: bool, compiled: bool = False) -> Callable[[], None]:
-    torch.manual_seed(0)
-    model = build_model(config, fast=fast).train()
-    if compiled:
-        model = torch.compile(model, dynamic=False)
+def training_step(config: ShuffleNetConfig, side: str) -> Callable[[], None]:
+    model = build(config, side).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
     images = torch.randn(BATCH, config.in_channels, config.input_size, config.input_size)
     labels = torch.randint(0, config.num_classes, (BATCH,))
@@ -69,11 +79,8 @@ def training_step(config: ShuffleNetConfig, fast: bool, compiled: bool = False) 
     return step
 
 
-def inference(config: ShuffleNetConfig, fast: bool, compiled: bool = False) -> Callable[[], None]:
-    torch.manual_seed(0)
-    model = build_model(config, fast=fast).eval()
-    if compiled:
-        model = torch.compile(model, dynamic=False)
+def inference(config: ShuffleNetConfig, side: str) -> Callable[[], None]:
+    model = build(config, side).eval()
     image = torch.randn(1, 3, config.input_size, config.input_size)
 
     def run() -> None:
@@ -83,12 +90,13 @@ def inference(config: ShuffleNetConfig, fast: bool, compiled: bool = False) -> C
     return run
 
 
-def onnx_session(config: ShuffleNetConfig, fast: bool, folder: Path) -> Callable[[], None]:
+def onnx_session(config: ShuffleNetConfig, side: str, folder: Path) -> Callable[[], None]:
     import onnxruntime
 
     from shufflenet_core.onnx_export import export_onnx
 
-    path = export_onnx(build_model(config, fast=fast), folder / f"{'fast' if fast else 'plain'}.onnx", exporter="legacy")
+    path = export_onnx(build(config, side), folder / f"{side}.onnx", exporter="legacy", input_size=config.input_size,
+                       in_channels=config.in_channels)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -106,19 +114,23 @@ def warmed(functions: dict[str, Callable[[], None]]) -> tuple[dict[str, Callable
     return functions, first
 
 
-def row(label: str, best: dict[str, float], unit: str, *, compile_column: bool) -> str:
-    """A table row; with ``compile_column``, "-" where torch.compile was not measured."""
-    def shown(seconds: float) -> str:
+def row(label: str, best: dict[str, float], unit: str, sides: tuple[str, ...]) -> str:
+    """A table row: each side's figure, then the fast build's ratio to every other side."""
+    def shown(seconds: float | None) -> str:
+        if seconds is None:
+            return "-"
         return f"{BATCH / seconds:.0f}" if unit == "img/s" else f"{seconds * 1e3:.2f}"
 
-    compiled = best.get("compiled")
-    cells = [shown(best["plain"])]
-    if compile_column:
-        cells.append("-" if compiled is None else shown(compiled))
-    cells += [shown(best["fast"]), f"{best['plain'] / best['fast']:.2f}x"]
-    if compile_column:
-        cells.append("-" if compiled is None else f"{compiled / best['fast']:.2f}x")
+    cells = [shown(best.get(side)) for side in sides]
+    cells += ["-" if side not in best else f"{best[side] / best['fast']:.2f}x" for side in sides if side != "fast"]
     return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def header(sides: tuple[str, ...]) -> str:
+    names = {"plain": "plain nn.Conv2d", "official": "official layout", "compiled": "torch.compile(plain)",
+             "fast": "fast"}
+    columns = [names[side] for side in sides] + [f"fast vs {side}" for side in sides if side != "fast"]
+    return "| measurement | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns)
 
 
 def main() -> None:
@@ -129,40 +141,30 @@ def main() -> None:
     ))
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile column")
     args = parser.parse_args()
-    compile_too = not args.no_compile
+    sides = tuple(side for side in SIDES if side != "compiled" or not args.no_compile)
     resolution = proxy_resolution()
     print(f"torch {torch.__version__}, {args.threads} training threads, batch {BATCH}, proxy {resolution}x{resolution}")
-    if compile_too:
-        print("| measurement | plain nn.Conv2d | torch.compile(plain) | fast | fast vs plain | fast vs compiled |")
-        print("|---|---|---|---|---|---|")
-    else:
-        print("| measurement | plain nn.Conv2d | fast | speed-up |\n|---|---|---|---|")
+    print(header(sides))
     compile_seconds: list[str] = []
     torch.set_num_threads(args.threads)
     for groups, width in TRAINING_CONFIGS:
         config = ShuffleNetConfig.from_width(groups, width, num_classes=10, in_channels=1, input_size=resolution)
-        steps = {"plain": training_step(config, False), "fast": training_step(config, True)}
-        if compile_too:
-            steps["compiled"] = training_step(config, False, compiled=True)
-        steps, first = warmed(steps)
-        if compile_too:
+        steps, first = warmed({side: training_step(config, side) for side in sides})
+        if "compiled" in first:
             compile_seconds.append(f"train {width}x g{groups} {first['compiled']:.0f} s")
-        print(row(f"train {width}x g{groups}, img/s", best_of(steps, args.repeats), "img/s", compile_column=compile_too),
-              flush=True)
+        print(row(f"train {width}x g{groups}, img/s", best_of(steps, args.repeats), "img/s", sides), flush=True)
     torch.set_num_threads(1)
     deploy = ShuffleNetConfig.from_width(3, 1.0)
-    runs = {"plain": inference(deploy, False), "fast": inference(deploy, True)}
-    if compile_too:
-        runs["compiled"] = inference(deploy, False, compiled=True)
-    runs, first = warmed(runs)
-    if compile_too:
+    runs, first = warmed({side: inference(deploy, side) for side in sides})
+    if "compiled" in first:
         compile_seconds.append(f"eager 1.0x g3 {first['compiled']:.0f} s")
-    print(row("eager 1.0x g3 224, batch 1, 1 thread, ms", best_of(runs, 4 * args.repeats), "ms",
-              compile_column=compile_too), flush=True)
+    print(row("eager 1.0x g3 224, batch 1, 1 thread, ms", best_of(runs, 4 * args.repeats), "ms", sides), flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        sessions = {"plain": onnx_session(deploy, False, Path(folder)), "fast": onnx_session(deploy, True, Path(folder))}
-        print(row("ONNX Runtime 1.0x g3 224, 1 thread, ms", best_of(sessions, 4 * args.repeats), "ms",
-                  compile_column=compile_too))
+        for groups, width in ONNX_CONFIGS:
+            config = ShuffleNetConfig.from_width(groups, width)
+            sessions = {side: onnx_session(config, side, Path(folder)) for side in ("plain", "official", "fast")}
+            print(row(f"ONNX Runtime {width}x g{groups} 224, 1 thread, ms", best_of(sessions, 20 * args.repeats), "ms",
+                      sides), flush=True)
     if compile_seconds:
         print("torch.compile's first call (compiling): " + ", ".join(compile_seconds))
 

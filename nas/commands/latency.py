@@ -230,3 +230,8 @@ def validate(
     typer.echo(f"{100 * report.within_share:.1f}% of {len(report.rows)} configs predicted within "
                f"+-{100 * tolerance:g}% (median |error| {100 * summary['median_abs_error']:.1f}%); none of them is one of "
                f"the table's {len(lut.calibration)} calibration networks")
+    if report.session_factor is not None:
+        corrected = report.corrected()
+        typer.echo(f"this session ran the table's calibration networks x{report.session_factor:.3f} the time they took "
+                   f"when it was built; with the predictions scaled by that, {100 * corrected.within_share:.1f}% "
+                   f"are within +-{100 * tolerance:g}% (a table cannot foresee a device's change of speed)")

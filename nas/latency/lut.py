@@ -353,17 +353,35 @@ def _settings_dict(settings: RunSettings) -> dict[str, Any]:
 class ValidationReport:
     tolerance: float
     rows: list[dict[str, Any]]
+    session_factor: float | None = None
+    """How much slower (> 1) or faster this session ran the table's calibration networks than
+    the build session did (median ratio): a shared machine, a phone's thermal state or another
+    governor moves every network alike, and no table can foresee that."""
 
     @property
     def within_share(self) -> float:
         hits = sum(1 for row in self.rows if abs(row["error"]) <= self.tolerance)
         return hits / len(self.rows) if self.rows else 0.0
 
+    def corrected(self) -> ValidationReport:
+        """The same rows judged after scaling every prediction by the session factor: what is
+        left is the table's own error in this session's speed."""
+        factor = self.session_factor or 1.0
+        rows = [{**row, "predicted_ms": row["predicted_ms"] * factor,
+                 "error": (row["predicted_ms"] * factor - row["measured_ms"]) / row["measured_ms"]} for row in self.rows]
+        return ValidationReport(self.tolerance, rows)
+
     def to_dict(self) -> dict[str, Any]:
         errors = [abs(row["error"]) for row in self.rows]
-        return {"n": len(self.rows), "tolerance": self.tolerance, "within_share": self.within_share,
-                "median_abs_error": statistics.median(errors) if errors else None,
-                "max_abs_error": max(errors) if errors else None, "rows": self.rows}
+        summary: dict[str, Any] = {
+            "n": len(self.rows), "tolerance": self.tolerance, "within_share": self.within_share,
+            "median_abs_error": statistics.median(errors) if errors else None,
+            "max_abs_error": max(errors) if errors else None, "session_factor": self.session_factor,
+        }
+        if self.session_factor is not None:
+            corrected = self.corrected()
+            summary["corrected"] = {key: value for key, value in corrected.to_dict().items() if key != "rows"}
+        return {**summary, "rows": self.rows}
 
 
 def validate_lut(
@@ -373,21 +391,32 @@ def validate_lut(
     *,
     settings: RunSettings = RunSettings(rounds=5),
     tolerance: float = 0.10,
+    anchors: bool = True,
 ) -> ValidationReport:
-    """Measure ``configs`` (one session, interleaved rounds) and compare with the table."""
+    """Measure ``configs`` (one session, interleaved rounds) and compare with the table.
+
+    With ``anchors`` the table's calibration networks are timed again in the same session (not
+    scored): their median ratio to the build session's timings is the report's session factor.
+    """
     for config in configs:
         lut.sum_ms(config)  # fail before measuring anything if the table cannot predict one
     device.require_runtime(lut.runtime)
+    anchor_rows = [row for row in lut.calibration if isinstance(row.get("config"), dict)] if anchors else []
+    anchor_configs = [ShuffleNetConfig.from_dict(row["config"]) for row in anchor_rows]
     with tempfile.TemporaryDirectory(prefix="shufflenas-validate-") as folder:
         paths = [export_for_runtime(config, Path(folder), lut.runtime, lut.precision, name=f"v{index:03d}")
                  for index, config in enumerate(configs)]
+        paths += [export_for_runtime(config, Path(folder), lut.runtime, lut.precision, name=f"a{index:03d}")
+                  for index, config in enumerate(anchor_configs)]
         timings = device.measure(paths, settings)
     rows = []
-    for config, timing in zip(configs, timings, strict=True):
+    for config, timing in zip(configs, timings[: len(configs)], strict=True):
         measured, predicted = timing.stats.median_ms, lut.predict(config)
         rows.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,
                      "error": (predicted - measured) / measured})
-    return ValidationReport(tolerance, rows)
+    ratios = [timing.stats.median_ms / row["measured_ms"]
+              for row, timing in zip(anchor_rows, timings[len(configs):], strict=True) if row["measured_ms"] > 0]
+    return ValidationReport(tolerance, rows, statistics.median(ratios) if ratios else None)
 
 
 def sample_distinct(sample: Callable[[random.Random], ShuffleNetConfig], count: int, seed: int, *,

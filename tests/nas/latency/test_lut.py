@@ -52,6 +52,8 @@ class SyntheticDevice(Device):
         self.identities = identities
         self.noisy_sessions = noisy_sessions
         self.sessions = 0
+        self.speed = 1.0
+        """Every time is multiplied by this (a machine or phone that became slower)."""
 
     def _probe(self) -> dict[str, Any]:
         return {"arch": "synthetic", "cpu_model": "made-up numbers", "cores": 1, "onnxruntime": "none",
@@ -68,7 +70,7 @@ class SyntheticDevice(Device):
                 value = network_ms(identity)
                 if self.sessions <= self.noisy_sessions:
                     value *= 1.3 if index % 2 else 0.7
-            timings.append(Timing(model=Path(model).name, times_ms=(value,) * settings.runs))
+            timings.append(Timing(model=Path(model).name, times_ms=(value * self.speed,) * settings.runs))
         return timings
 
 
@@ -302,6 +304,29 @@ def test_build_and_validate_on_this_host_end_to_end(tmp_path):
         assert row["config"] == config.short_name and row["predicted_ms"] == pytest.approx(loaded.predict(config))
     report = validate_lut(device, loaded, holdout, settings=RunSettings(runs=3, warmup=1))
     assert len(report.rows) == 2 and all(row["measured_ms"] > 0 for row in report.rows)
+
+
+def test_validation_retimes_the_calibration_networks_to_tell_a_slower_session_from_a_bad_table(
+        synthetic_lut, monkeypatch):
+    table, _ = synthetic_lut
+    identities: dict[str, Any] = {}
+
+    def export_for_runtime(config, folder, runtime, precision, *, name):
+        identities[f"{name}.onnx"] = config
+        return Path(folder) / f"{name}.onnx"
+
+    monkeypatch.setattr(lut_module, "export_for_runtime", export_for_runtime)
+    device = SyntheticDevice(identities)
+    device.speed = 1.25  # the whole device runs 25% slower than when the table was built
+    report = validate_lut(device, table, HOLDOUT, settings=RunSettings(runs=3))
+    assert report.session_factor == pytest.approx(1.25)
+    assert report.within_share == 0  # every prediction 20% short: no table could have known
+    corrected = report.corrected()
+    assert corrected.within_share == 1 and max(abs(row["error"]) for row in corrected.rows) < 1e-9
+    assert report.to_dict()["corrected"]["within_share"] == 1
+    assert len(report.rows) == len(HOLDOUT)  # the re-timed calibration networks are not scored
+    plain = validate_lut(device, table, HOLDOUT, settings=RunSettings(runs=3), anchors=False)
+    assert plain.session_factor is None and plain.corrected().rows == plain.rows
 
 
 def test_component_keys_follow_the_network():
