@@ -108,7 +108,7 @@ class ShuffleUnit(nn.Module):
         Depthwise conv and BN act per channel, so they commute with the shuffle once their
         weights are put in the unshuffled order (folded here, constants in the file). ONNX
         Runtime then moves the map a stride-2 unit shuffles at a quarter of the size, and a
-        Gather beats Reshape-Transpose-Reshape (benchmarks/onnx_graph.py measures both).
+        Gather beats Reshape-Transpose-Reshape (benchmarks/speed.py times it against the official layout).
         """
         branch = F.relu(self.bn1(self.pw1(x)))
         order = shuffle_order(self.bn2.num_features, self.groups)

@@ -43,11 +43,11 @@ __all__ = ["LocalBackend", "WorkerJob", "split_trials", "worker_main"]
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 30
+"""After Ctrl-C, how long workers get to mark their running trials before they are killed."""
 OWN_INTERRUPT_WAIT_SECONDS = 2.0
 """A Ctrl-C reaches the workers and the supervisor alike (one process group), but a worker may
 end on it before the supervisor's KeyboardInterrupt is raised: an exit on SIGINT waits this
 long for it before it is counted as a worker death."""
-"""After Ctrl-C, how long workers get to mark their running trials before they are killed."""
 
 
 def split_trials(total: int, workers: int) -> list[int]:
