@@ -13,9 +13,7 @@ Training: images/s of forward + backward + SGD (batch 128, Fashion-MNIST-like 1x
 proxy resolution). Inference: eager latency, batch 1, 3x224x224, 1 thread. ONNX Runtime: our
 export of the fast build against the official layout exported the same way (legacy exporter),
 batch 1, 1 thread, for 1.0x g3, 2.0x g3 and 1.0x g8. All sides alternate call by call and each
-keeps its best time, so load from other processes hits them alike. The process keeps its freed
-memory (``shufflenet_core.memory.keep_freed_memory``, as the search's training does), for every
-side alike.
+keeps its best time, so load from other processes hits them alike.
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from shufflenet_core import ShuffleNetConfig, build_model
-from shufflenet_core.memory import keep_freed_memory
 
 TRAINING_CONFIGS = [(3, 0.5), (3, 1.0), (3, 2.0), (8, 1.0)]
 ONNX_CONFIGS = [(3, 1.0), (3, 2.0), (8, 1.0)]
@@ -144,7 +141,6 @@ def main() -> None:
     ))
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile column")
     args = parser.parse_args()
-    keep_freed_memory()
     sides = tuple(side for side in SIDES if side != "compiled" or not args.no_compile)
     resolution = proxy_resolution()
     print(f"torch {torch.__version__}, {args.threads} training threads, batch {BATCH}, proxy {resolution}x{resolution}")

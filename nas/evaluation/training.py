@@ -25,7 +25,6 @@ from nas.evaluation.accelerator import CPU, Placement
 from nas.evaluation.data import Dataset
 from nas.interrupts import raise_if_interrupted
 from shufflenet_core import ShuffleNetConfig, build_model
-from shufflenet_core.memory import keep_freed_memory
 from shufflenet_core.model import ShuffleNetV1, ShuffleUnit
 
 __all__ = [
@@ -229,7 +228,6 @@ def train_config(
     feeds progress bars. ``place`` is the device and precision (see
     :mod:`nas.evaluation.accelerator`); the returned model stays there.
     """
-    keep_freed_memory()  # each step re-allocates its activations: keep them from page-faulting in again
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
     model = build_model(proxy_config(config, data), fast=place.fast_layers)
