@@ -18,8 +18,15 @@ construction: ``sample_distinct(..., exclude=calibration)``, asserted below).
 networks move between two sessions is the floor under any table's error on this machine.
 ``--lut FILE`` validates an existing table instead of building one.
 
+The table reduces each model's runs to one figure by ``build_lut``'s default estimator (p10,
+see ``nas.latency.timing.ESTIMATORS``). Unless ``--no-compare``, the recorded sessions are then
+replayed through ``build_lut`` and ``validate_lut`` with every estimator (no new measurement):
+their accuracy and noise floor side by side, from one run. ``--sessions FILE`` keeps the
+recorded runs and ``--replay FILE`` repeats that comparison from them later.
+
     .venv/bin/python benchmarks/latency_lut.py [--device local] [--space default|small] [--n 200]
         [--holdout 20] [--noise] [--seed 1000] [--out lut.json] [--lut existing.json] [--report rows.json]
+        [--no-compare] [--sessions runs.json] [--replay runs.json]
 """
 
 from __future__ import annotations
@@ -29,11 +36,16 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
-from nas.latency import RunSettings, open_device
+import nas.latency.lut as lut_module
+from nas.latency import Device, RunSettings, Timing, open_device
 from nas.latency.lut import LatencyLUT, ValidationReport, build_lut, sample_distinct, validate_lut
 from nas.latency.space import default_space
+from nas.latency.timing import ESTIMATORS
 
 SPACES = {
     # name: (space, calibration networks, timing settings)
@@ -45,6 +57,76 @@ SPACES = {
 HOLDOUT_BOUND = 0.80
 """What the suite asserted on the held-out share of the small space (it fails under CI load
 that changes between the component and network timings, which no table can predict)."""
+
+
+class Recorder(Device):
+    """Measures on ``inner`` and keeps every session's timings (each run), for a replay."""
+
+    def __init__(self, inner: Device) -> None:
+        super().__init__(inner.spec)
+        self.inner = inner
+        self.sessions: list[list[Timing]] = []
+
+    def _probe(self) -> dict[str, Any]:
+        return self.inner.probe()
+
+    def measure(self, models: Sequence[Path], settings: RunSettings, *, input_file: Path | None = None) -> list[Timing]:
+        self.sessions.append(self.inner.measure(models, settings, input_file=input_file))
+        return self.sessions[-1]
+
+
+class Replay(Device):
+    """Answers each measure call with the next recorded session: no new measurement."""
+
+    def __init__(self, info: dict[str, Any], sessions: list[list[Timing]]) -> None:
+        super().__init__(str(info.get("spec", "replay")))
+        self.info, self.sessions = info, list(sessions)
+
+    def _probe(self) -> dict[str, Any]:
+        return self.info
+
+    def measure(self, models: Sequence[Path], settings: RunSettings, *, input_file: Path | None = None) -> list[Timing]:
+        timings = self.sessions.pop(0)
+        assert len(timings) == len(models), "a replay must ask for the recorded session's models"
+        return timings
+
+
+def _share(report: ValidationReport) -> str:
+    summary = report.to_dict()
+    return (f"{100 * report.within_share:.1f}% ({100 * summary['median_abs_error']:.1f}%, "
+            f"{100 * summary['max_abs_error']:.1f}%)")
+
+
+def compare_estimators(info: dict[str, Any], build_sessions: list[list[Timing]],
+                       validation_sessions: list[list[Timing]], space: Any, calibration: list, holdout: list,
+                       validation: list, settings: RunSettings) -> None:
+    """Every estimator's table and validations from the same recorded sessions (replayed: no
+    new measurement, and no files, so the exports are skipped), as markdown rows."""
+    print("the same sessions, reduced by each estimator (replayed, not re-measured); share within +-10% "
+          "(median |error|, max):")
+    print("| estimator | held out | validation | validation again | same configs within +-10% of themselves |")
+    print("|---|---|---|---|---|")
+    def no_file(*args: Any, **kwargs: Any) -> Path:  # a replay reads no file: the export is skipped
+        return Path(f"{kwargs.get('name') or args[2]}.onnx")
+
+    with mock.patch.object(lut_module, "export_module_for_runtime", no_file), \
+            mock.patch.object(lut_module, "export_for_runtime", no_file):
+        for estimator in ESTIMATORS:
+            table = build_lut(Replay(info, build_sessions), space.covering(), calibration, holdout_configs=holdout,
+                              settings=settings, space_name=space.name, estimator=estimator,
+                              sessions=len(build_sessions), attempts=len(build_sessions))
+            reports = [validate_lut(Replay(info, [session]), table, validation, settings=settings)
+                       for session in validation_sessions]
+            cells = [_share(table.holdout_report())] + [_share(report) for report in reports]
+            cells += ["-"] * (3 - len(cells))
+            cells.append(f"{100 * _reproduced(*reports):.1f}%" if len(reports) == 2 else "-")
+            print(f"| {estimator} | " + " | ".join(cells) + " |", flush=True)
+
+
+def _reproduced(first: ValidationReport, second: ValidationReport) -> float:
+    """The share of configs whose two sessions' measurements agree within the tolerance."""
+    pairs = list(zip(first.rows, second.rows, strict=True))
+    return sum(abs(b["measured_ms"] / a["measured_ms"] - 1) <= first.tolerance for a, b in pairs) / len(pairs)
 
 
 def _line(report: ValidationReport) -> str:
@@ -70,6 +152,23 @@ def _noise_line(first: ValidationReport, second: ValidationReport, speed: float 
             f"mean signed {100 * drift:+.1f}%; {100 * within:.1f}% of them within +-{100 * first.tolerance:g}% of themselves")
 
 
+def replay(path: Path) -> int:
+    """The estimator comparison of an earlier run, from its recorded sessions."""
+    recorded = json.loads(path.read_text())
+    make_space, _, _ = SPACES[recorded["space"]]
+    space = make_space()
+    calibration = sample_distinct(space.sample, recorded["calibration"], seed=1)
+    holdout = sample_distinct(space.sample, recorded["holdout"], seed=2000, exclude=calibration)
+    validation = sample_distinct(space.sample, recorded["n"], seed=recorded["seed"], exclude=calibration)
+    sessions = [[Timing(row["model"], tuple(row["times_ms"])) for row in session] for session in recorded["sessions"]]
+    builds = recorded["build"]
+    print(f"replaying {path}: {builds} build session(s), {len(sessions) - builds} validation session(s) of "
+          f"{len(validation)} configs, seed {recorded['seed']}")
+    compare_estimators(recorded["device"], sessions[:builds], sessions[builds:], space, calibration, holdout,
+                       validation, RunSettings(rounds=recorded["rounds"], runs=recorded["runs"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="local")
@@ -84,13 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/latency_lut_local.json"))
     parser.add_argument("--report", type=Path, default=None, help="Write the held-out and validation rows as JSON.")
+    parser.add_argument("--no-compare", action="store_true", help="Skip replaying the sessions with the median.")
+    parser.add_argument("--sessions", type=Path, default=None, help="Write every session's runs (ms per run, per "
+                        "model, in the order timed) as JSON, to study other estimators offline.")
+    parser.add_argument("--replay", type=Path, default=None, help="Compare the estimators on a --sessions file "
+                        "of an earlier run (nothing is measured).")
     args = parser.parse_args(argv)
+    if args.replay:
+        return replay(args.replay)
 
     make_space, default_calibration, timing = SPACES[args.space]
     space = make_space()
     calibration = sample_distinct(space.sample, args.calibration or default_calibration, seed=1)
     holdout = sample_distinct(space.sample, args.holdout, seed=2000, exclude=calibration)
-    device = open_device(args.device)
+    device = Recorder(open_device(args.device))
     settings = RunSettings(threads=args.threads, **timing)
     started = time.perf_counter()
     if args.lut:
@@ -101,18 +207,21 @@ def main(argv: list[str] | None = None) -> int:
                         space_name=space.name, progress=lambda text: print(text, file=sys.stderr))
         lut.save(args.out)
     built = time.perf_counter() - started
+    build_sessions = list(device.sessions)
     validation = sample_distinct(space.sample, args.n, seed=args.seed, exclude=calibration)
     fitted = {config.to_json() for config in calibration}
     assert not any(config.to_json() in fitted for config in holdout + validation)
     held_out = lut.holdout_report()
     report = validate_lut(device, lut, validation, settings=settings) if validation else None
     again = validate_lut(device, lut, validation, settings=settings) if validation and args.noise else None
+    validation_sessions = device.sessions[len(build_sessions):]
 
     info = lut.device
     print(f"device: {args.device} ({info.get('arch')}, {info.get('cpu_model')}, {info.get('cores')} cores, "
           f"onnxruntime {info.get('onnxruntime')}, {args.threads} thread, clock {settings.effective_clock})")
     print(f"space: {space.name}")
-    print(f"table: {len(lut.entries)} entries, overhead {lut.describe_overhead()}, "
+    print(f"table: {len(lut.entries)} entries, each the {lut.estimator.replace('_', ' ')} of its runs, "
+          f"overhead {lut.describe_overhead()}, "
           + (f"read from {args.lut}" if args.lut else f"built in {built:.0f} s"))
     print(f"configs: {len(calibration)} calibration, {len(holdout)} held out, {len(validation)} validation "
           f"(none of them a calibration network)")
@@ -132,6 +241,17 @@ def main(argv: list[str] | None = None) -> int:
         if report.session_factor and again.session_factor:
             speed = again.session_factor / report.session_factor
             print(f"  after each session's own factor: {_noise_line(report, again, speed)}")
+    if validation and not args.no_compare and not args.lut:
+        compare_estimators(device.probe(), build_sessions, validation_sessions, space, calibration, holdout, validation,
+                           settings)
+    if args.sessions:
+        args.sessions.parent.mkdir(parents=True, exist_ok=True)
+        args.sessions.write_text(json.dumps({
+            "rounds": settings.rounds, "runs": settings.runs, "space": args.space, "seed": args.seed, "n": args.n,
+            "holdout": args.holdout, "calibration": len(calibration), "device": device.probe(),
+            "build": len(build_sessions), "sessions": [
+                [{"model": timing.model, "times_ms": list(timing.times_ms)} for timing in session]
+                for session in device.sessions]}))
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps({"holdout": held_out.to_dict(),

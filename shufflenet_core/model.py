@@ -11,6 +11,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules import module as _module_globals
 
 from . import packed
 from .config import ShuffleNetConfig
@@ -52,6 +53,25 @@ def shuffle_order(channels: int, groups: int) -> list[int]:
     return [group * per_group + index for index in range(per_group) for group in range(groups)]
 
 
+def unshuffle_order(channels: int, groups: int) -> list[int]:
+    """The inverse of :func:`shuffle_order`: channel ``order[j]`` of ``channel_shuffle(x)`` is channel ``j`` of ``x``.
+
+    A per-channel layer (depthwise conv, BN) with its weights taken in this order acts on the
+    unshuffled map exactly as the original does on the shuffled one, so the shuffle can move
+    past it to where the map is smaller (after a stride-2 depthwise conv)."""
+    order = shuffle_order(channels, groups)
+    return sorted(range(channels), key=order.__getitem__)
+
+
+def shuffle_nhwc(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``channel_shuffle`` of an NHWC map given its :func:`shuffle_order` as a tensor: one
+    gather along the contiguous channel axis (2x faster here than ATen's NHWC shuffle kernel
+    at batch 1); the result is channels_last."""
+    batch, channels, height, width = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    return rows.index_select(1, order).view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
 def _normalize(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``; a BatchNorm2d nobody hooks trains NHWC maps with the fast accurate kernel."""
     if not isinstance(bn, nn.BatchNorm2d) or not bn.training or _hooked(bn):
@@ -61,11 +81,12 @@ def _normalize(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _hooked(*modules: nn.Module) -> bool:
     """Whether a forward hook would see any of ``modules`` (its own hooks or global ones)."""
-    from torch.nn.modules import module as module_globals
-
-    if module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks:
+    if _module_globals._global_forward_hooks or _module_globals._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    for module in modules:
+        if module._forward_hooks or module._forward_pre_hooks:
+            return True
+    return False
 
 
 class ShuffleUnit(nn.Module):
@@ -112,7 +133,7 @@ class ShuffleUnit(nn.Module):
         """
         branch = F.relu(self.bn1(self.pw1(x)))
         order = shuffle_order(self.bn2.num_features, self.groups)
-        unshuffled = torch.tensor(sorted(range(len(order)), key=order.__getitem__))  # constants of the graph
+        unshuffled = torch.tensor(unshuffle_order(self.bn2.num_features, self.groups))  # constants of the graph
         scale, shift = batch_norm_affine(self.bn2)
         weight = (self.dw.weight * scale.reshape(-1, 1, 1, 1)).index_select(0, unshuffled)
         branch = F.conv2d(branch, weight, shift.index_select(0, unshuffled), stride=self.dw.stride,
@@ -160,6 +181,11 @@ class ShuffleUnit(nn.Module):
         batch, _, height, width = shape
         mid = self.bn1.num_features
         out_height, out_width = (height - 1) // self.stride + 1, (width - 1) // self.stride + 1
+        order = None
+        if self.shuffle:  # the shuffle moves after the depthwise conv, whose weights take the unshuffled order
+            unshuffled = torch.tensor(unshuffle_order(mid, self.groups))
+            dw_weight, dw_shift = dw_weight.index_select(0, unshuffled), dw_shift.index_select(0, unshuffled)
+            order = torch.tensor(shuffle_order(mid, self.groups))
         return (
             packed.pack_conv(self.pw1.weight * pw1_scale.reshape(-1, 1, 1, 1), pw1_shift, stride=1,
                              groups=self.pw1.groups, input_shape=shape),
@@ -167,13 +193,14 @@ class ShuffleUnit(nn.Module):
                              input_shape=torch.Size((batch, mid, height, width))),
             packed.pack_conv(self.pw2.weight * pw2_scale.reshape(-1, 1, 1, 1), pw2_shift, stride=1,
                              groups=self.pw2.groups, input_shape=torch.Size((batch, mid, out_height, out_width))),
+            order,
         )
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` in eval mode without autograd, each BN folded into the conv before
         it: fewer passes over memory, fewer calls."""
         layers = self._folded_layers(x)
-        if len(layers) == 3:
+        if isinstance(layers[0], packed.PackedConv):
             return self._forward_packed(x, *layers)
         pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias = layers
         # The shuffle rides in pw1's output copy.
@@ -187,13 +214,14 @@ class ShuffleUnit(nn.Module):
         return torch.cat((self.shortcut(x), F.relu_(branch)), dim=1)
 
     def _forward_packed(self, x: torch.Tensor, pw1: packed.PackedConv, dw: packed.PackedConv,
-                        pw2: packed.PackedConv) -> torch.Tensor:
+                        pw2: packed.PackedConv, order: torch.Tensor | None) -> torch.Tensor:
         """The folded unit as three oneDNN calls: ReLU fused into pw1, and for stride 1 the
-        residual add and the ReLU fused into pw2."""
-        branch = packed.run_packed(pw1, x, relu=True)
-        if self.shuffle:  # ATen's kernel, vectorized for NHWC (inference only: no autograd needed)
-            branch = torch.channel_shuffle(branch, self.groups)
-        branch = packed.run_packed(dw, branch)
+        residual add and the ReLU fused into pw2. The shuffle comes after the depthwise conv
+        (folded with its weights in the unshuffled order): a stride-2 unit then shuffles a
+        quarter of the map."""
+        branch = packed.run_packed(dw, packed.run_packed(pw1, x, relu=True))
+        if order is not None:
+            branch = shuffle_nhwc(branch, order)
         if self.stride == 1:
             return packed.run_packed(pw2, branch, relu=True, residual=x)
         return torch.cat((self.shortcut(x), packed.run_packed(pw2, branch, relu=True)), dim=1)

@@ -165,6 +165,10 @@ def build_lut(
     ssh_config: Path | None = SSH_CONFIG, accept_new_host_key: bool = ACCEPT_NEW,
     remote_python: str | None = REMOTE_PYTHON, benchmark_binary: str | None = BENCHMARK,
     executor_runner: str | None = RUNNER,
+    estimator: str = typer.Option("p10", "--estimator", help="Each model's figure: p10 of its runs (the "
+                                  "undisturbed speed: load only slows runs), best_round_median or median."),
+    sessions: int = typer.Option(2, "--sessions", min=1, max=10, help="Time everything this many times and keep "
+                                 "each model's fastest (more, up to 3, while the fit is poor)."),
 ) -> None:
     """Time every unit shape of the space (plus stem and head) on the device, in one runtime and
     precision; save the table (which names them, with the threads)."""
@@ -181,7 +185,7 @@ def build_lut(
     calibration_configs = sample_distinct(config_space.sample, calibration, seed=seed + 1)
     lut = build(target, config_space.covering(), calibration_configs, settings=settings, space_name=config_space.name,
                 max_components=max_components, progress=lambda message: typer.echo(message, err=True),
-                runtime=runtime, precision=precision)
+                runtime=runtime, precision=precision, estimator=estimator, sessions=sessions)
     lut.save(out)
     typer.echo(f"wrote {out}: {len(lut.entries)} entries for {device} ({lut.device.get('arch')}, "
                f"{lut.device.get('cpu_model')}) in {lut.describe()}; overhead {lut.describe_overhead()}")
@@ -226,7 +230,7 @@ def validate(
     for row in report.rows:
         typer.echo(f"{row['config']:<40} measured {row['measured_ms']:8.3f} ms  predicted {row['predicted_ms']:8.3f} ms"
                    f"  {100 * row['error']:+6.1f}%")
-    typer.echo(f"{lut.describe()} on {device}:")
+    typer.echo(f"{lut.describe()} on {device}, each config's {lut.estimator.replace('_', ' ')} of {settings.runs} runs:")
     typer.echo(f"{100 * report.within_share:.1f}% of {len(report.rows)} configs predicted within "
                f"+-{100 * tolerance:g}% (median |error| {100 * summary['median_abs_error']:.1f}%); none of them is one of "
                f"the table's {len(lut.calibration)} calibration networks")

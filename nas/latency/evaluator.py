@@ -40,7 +40,8 @@ class LatencyEvaluator:
 
     Latency is in ``runtime`` (onnxruntime, executorch) at ``precision`` (fp32, int8); a table
     timed in other terms is refused. With a table, a covered config is predicted without
-    touching the device (p10/p90 equal the median: a prediction has no spread); an uncovered
+    touching the device, in the table's estimator (p10 of the runs for tables built since
+    there was a choice: the undisturbed latency; p10/p90 equal the prediction: it has no spread); an uncovered
     one is measured if a device that measures was given (not None, not ``lut``), and fails
     otherwise. Device faults raise
     :class:`DeviceError` with a one-line reason.

@@ -148,6 +148,13 @@ def _executorch_model(np, path, threads, input_file):
     return (lambda: method.execute([tensor])), (lambda: method.execute([tensor])[0].numpy())
 
 
+def round_sizes(runs, rounds):
+    """How many of ``runs`` timed runs each of the ``rounds`` interleaved rounds holds (the
+    times of a model are reported round after round in this order)."""
+    rounds = max(1, min(rounds, runs))
+    return [runs // rounds + (1 if index < runs % rounds else 0) for index in range(rounds)]
+
+
 def measure(args):
     try:
         import numpy as np
@@ -171,8 +178,7 @@ def measure(args):
         for _ in range(args.warmup):
             call()
         models.append({"path": path, "output": output, "call": call, "times": []})
-    rounds = max(1, min(args.rounds, args.runs))
-    per_round = [args.runs // rounds + (1 if index < args.runs % rounds else 0) for index in range(rounds)]
+    per_round = round_sizes(args.runs, args.rounds)
     clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
     for count in per_round:
         for model in models:

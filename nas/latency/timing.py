@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nas.errors import UserError
 from nas.latency.errors import DeviceError
 
-__all__ = ["RunSettings", "Stats", "Timing", "summarize"]
+__all__ = ["ESTIMATORS", "Estimator", "RunSettings", "Stats", "Timing", "estimate_ms", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,54 @@ class Timing:
     @property
     def stats(self) -> Stats:
         return self.stats_override or summarize(self.times_ms)
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One way to reduce a model's timed runs to one latency figure."""
+
+    from_runs: Callable[[Sequence[float], int], float]
+    """(the runs in the order timed, the number of interleaved rounds) -> ms"""
+    from_stats: Callable[[Stats], float]
+    """The figure from a tool that reports percentiles only (adb's perf test)."""
+    description: str
+
+
+def _best_round_median(times: Sequence[float], rounds: int) -> float:
+    from nas.latency.runner import round_sizes
+
+    medians, start = [], 0
+    for size in round_sizes(len(times), rounds):
+        medians.append(statistics.median(times[start:start + size]))
+        start += size
+    return min(medians)
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "median": Estimator(lambda times, rounds: statistics.median(times), lambda stats: stats.median_ms,
+                        "the median of all runs"),
+    "best_round_median": Estimator(_best_round_median, lambda stats: stats.median_ms,
+                                   "the median of the fastest interleaved round"),
+    "p10": Estimator(lambda times, rounds: _percentile(sorted(times), 0.10), lambda stats: stats.p10_ms,
+                     "the 10th percentile of all runs"),
+}
+"""How a lookup table reduces each model's runs to one figure (see :func:`estimate_ms`)."""
+
+
+def estimate_ms(timing: Timing, estimator: str, rounds: int) -> float:
+    """One latency figure from ``timing``'s runs, by one of :data:`ESTIMATORS`.
+
+    Interference on a shared machine only ever slows a run, and it comes and goes over seconds;
+    ``rounds`` interleaved rounds (a session cycles through all its models once per round)
+    spread it over all models. ``median`` keeps every disturbed run in play;
+    ``best_round_median`` keeps the fastest round's median (a round that ran during a burst
+    is left out; on an idle device every round agrees with the median); ``p10`` keeps the
+    10th percentile (the device's undisturbed speed, 1-3% under the median on an idle device).
+    None of them helps under load that lasts the whole session.
+    """
+    if estimator not in ESTIMATORS:
+        raise UserError(f"the latency estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    chosen = ESTIMATORS[estimator]
+    if not timing.times_ms:
+        return chosen.from_stats(timing.stats)
+    return chosen.from_runs(timing.times_ms, rounds)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from shufflenet_core import ShuffleNetConfig, build_model, get_preset
-from shufflenet_core.model import ShuffleUnit, channel_shuffle
+from shufflenet_core.model import ShuffleUnit, channel_shuffle, shuffle_nhwc, shuffle_order, unshuffle_order
 
 
 def test_channel_shuffle_is_the_papers_permutation() -> None:
@@ -20,6 +20,19 @@ def test_channel_shuffle_is_the_papers_permutation() -> None:
     y = torch.randn(2, 12, 3, 4)
     shuffled = channel_shuffle(y, 4)
     assert torch.equal(shuffled[:, 1], y[:, 3]) and torch.equal(shuffled[:, 3], y[:, 9])
+
+
+@pytest.mark.parametrize(("channels", "groups"), [(6, 2), (12, 3), (24, 8), (5, 1)])
+def test_the_shuffle_as_an_index_is_the_same_permutation(channels: int, groups: int) -> None:
+    # The ONNX export and the packed inference path shuffle by index; both must be the paper's shuffle.
+    x = torch.randn(2, channels, 3, 4)
+    order = shuffle_order(channels, groups)
+    assert torch.equal(x[:, order], channel_shuffle(x, groups))
+    assert torch.equal(channel_shuffle(x, groups)[:, unshuffle_order(channels, groups)], x)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    shuffled = shuffle_nhwc(nhwc, torch.tensor(order))
+    assert torch.equal(shuffled, channel_shuffle(x, groups))
+    assert shuffled.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_no_shuffle_ablation_is_the_same_model_without_the_permutation() -> None:

@@ -10,6 +10,8 @@ import pytest
 from nas.errors import UserError
 from nas.latency import LatencyCache, RunSettings, measure_config, open_device, parse_latency, summarize
 from nas.latency.cache import cache_key
+from nas.latency.runner import round_sizes
+from nas.latency.timing import Stats, Timing, estimate_ms
 
 
 @pytest.mark.parametrize("text, expected", [("30ms", 30.0), ("30", 30.0), ("0.03s", 30.0), ("2.5 ms", 2.5),
@@ -30,6 +32,21 @@ def test_summarize_matches_numpy_percentiles():
     assert stats.median_ms == pytest.approx(np.median(values))
     assert (stats.p10_ms, stats.p90_ms) == pytest.approx(tuple(np.percentile(values, [10, 90])))
     assert stats.spread == pytest.approx((stats.p90_ms - stats.p10_ms) / stats.median_ms) and stats.runs == 57
+
+
+def test_best_round_median_keeps_the_fastest_rounds_median():
+    assert round_sizes(50, 5) == [10] * 5 and round_sizes(7, 3) == [3, 2, 2] and round_sizes(2, 5) == [1, 1]
+    # 7 runs in 3 rounds of 3, 2, 2 (the runner's split): the second round ran undisturbed.
+    times = (2.0, 2.2, 9.0, 1.0, 1.1, 3.0, 3.0)
+    timing = Timing("m", times)
+    assert estimate_ms(timing, "best_round_median", 3) == pytest.approx(1.05)
+    assert estimate_ms(timing, "median", 3) == pytest.approx(2.2) == timing.stats.median_ms
+    assert estimate_ms(timing, "best_round_median", 1) == pytest.approx(2.2)  # one round: the median
+    assert estimate_ms(timing, "p10", 3) == pytest.approx(1.06)  # numpy's default interpolation
+    reported = Timing("m", (), stats_override=Stats(4.0, 3.0, 5.0, 0.5, 50))  # a tool that gives percentiles only
+    assert estimate_ms(reported, "best_round_median", 5) == 4.0 and estimate_ms(reported, "p10", 5) == 3.0
+    with pytest.raises(UserError, match="estimator"):
+        estimate_ms(timing, "mean", 3)
 
 
 def test_local_measure_and_cache(tiny_config, tmp_path):
