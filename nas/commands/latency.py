@@ -222,6 +222,9 @@ def validate(
                          clock or str(lut.settings.get("clock", "auto")), timeout, rounds=5)
     # Disjoint from the table's calibration networks by construction: a fitted network would flatter the table.
     configs = sample_distinct(config_space.sample, n, seed=seed, exclude=lut.calibration_configs())
+    if not configs:
+        raise UserError(f"every config of the space is one of the table's {len(lut.calibration)} calibration "
+                        "networks, so none is left to judge it by; validate on a larger --space")
     report = validate_lut(target, lut, configs, settings=settings, tolerance=tolerance)
     summary = {"runtime": lut.runtime, "precision": lut.precision, "threads": lut.threads, **report.to_dict()}
     if as_json:

@@ -410,6 +410,21 @@ def test_cli_build_validate_and_bad_table(nas, tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
+def test_cli_validate_says_so_when_the_calibration_networks_are_the_whole_space(nas, tmp_path):
+    from nas.latency.space import load_config_space
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("groups: [3]\nbottleneck_ratios: [0.25]\nstage_depths: [[1, 1], [1, 1], [1, 1]]\n"
+                          "stem_channels: [24]\n")
+    (only,) = {config.to_json(): config for config in load_config_space(space_file, 40_000_000).samples(5, seed=0)}.values()
+    table = LatencyLUT(device={"kind": "local"}, entries={}, settings={"threads": 1},
+                       calibration=[{"config": only.to_dict(), "measured_ms": 1.0}]).save(tmp_path / "lut.json")
+    done = nas("latency", "validate", "--device", "local", "--lut", str(table), "--space", str(space_file),
+               "--budget", "40M", "--n", "3")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "every config of the space is one of the table's 1 calibration networks" in done.stderr
+
+
 def test_a_design_space_file_plugs_in(tmp_path, nas):
     from nas.latency.space import load_config_space
 
