@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {args.device} ({info.get('arch')}, {info.get('cpu_model')}, {info.get('cores')} cores, "
           f"onnxruntime {info.get('onnxruntime')}, {args.threads} thread, clock {settings.effective_clock})")
     print(f"space: {space.name}")
-    print(f"table: {len(lut.entries)} entries, each the {lut.estimator.replace('_', ' ')} of its runs, "
+    print(f"table: {len(lut.entries)} entries, each {lut.describe_estimator()} ({lut.estimator}), "
           f"overhead {lut.describe_overhead()}, "
           + (f"read from {args.lut}" if args.lut else f"built in {built:.0f} s"))
     print(f"configs: {len(calibration)} calibration, {len(holdout)} held out, {len(validation)} validation "

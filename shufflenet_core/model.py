@@ -227,6 +227,17 @@ class ShuffleUnit(nn.Module):
         return torch.cat((self.shortcut(x), packed.run_packed(pw2, branch, relu=True)), dim=1)
 
 
+def _as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in NHWC memory format. A one-channel image is NCHW and NHWC at once; it gets the
+    strides that say NHWC (no copy), since convolutions follow the strides: otherwise the stem
+    conv answers NCHW and its output (the largest map of the network) is copied to NHWC,
+    forward and backward (2.4% of a 2.0x g3 proxy training step)."""
+    batch, channels, height, width = x.shape
+    if channels == 1 and x.is_contiguous():
+        return x.as_strided(x.shape, (height * width, 1, width, 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _inference_without_autograd(module: nn.Module) -> bool:
     """Eval mode, no autograd, no graph capture: BNs may fold into the convs before them."""
     return not module.training and not torch.is_grad_enabled() and not exporting()
@@ -284,10 +295,9 @@ class ShuffleNetV1(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channels_last or x.dim() != 4 or exporting():
             return self.stages(self.stem(x))
-        # NHWC after the stem conv whatever the channel count (a 1-channel image is NCHW and
-        # NHWC at once, so its conv output may come back NCHW): the BNs, depthwise convs and
-        # bmm 1x1 convs of small maps are all faster in NHWC, and the folded units need it.
-        x = x.contiguous(memory_format=torch.channels_last)
+        # NHWC from the stem conv on: the BNs, depthwise convs and bmm 1x1 convs of small maps
+        # are all faster in NHWC, and the folded units need it.
+        x = _as_channels_last(x)
         if self._can_fold_stem(x):
             x = packed.run_packed(self._folded_stem(x), x, relu=True)
             return self.stages(self.stem.pool(x.contiguous(memory_format=torch.channels_last)))

@@ -333,16 +333,36 @@ class _TinyMapDepthwise(torch.autograd.Function):
 
 def _depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
     """d(loss)/d(weight) of a depthwise conv: per tap, the sum over batch and positions of
-    ``grad`` times the input that tap saw (NHWC, so each sum runs over rows of channels)."""
-    rows_in = torch.nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, padding, padding, padding, padding))
-    grad_rows = grad.permute(0, 2, 3, 1)
-    out_height, out_width = grad_rows.shape[1:3]
-    taps = []
+    ``grad`` times the input that tap saw (NHWC, so each sum runs over rows of channels).
+
+    Only the output positions whose tap falls inside the map take part (no zero-padded copy
+    of the input: on a 2x2 map that is 16 of the 36 products, and no freshly allocated
+    buffer to fill)."""
+    rows_in, grad_rows = x.permute(0, 2, 3, 1), grad.permute(0, 2, 3, 1)
+    height, width, out_height, out_width = *rows_in.shape[1:3], *grad_rows.shape[1:3]
+    taps = x.new_zeros(x.shape[1], kernel, kernel)
     for i in range(kernel):
+        rows = _outputs_inside(i, stride, padding, height, out_height)
         for j in range(kernel):
-            seen = rows_in[:, i:i + stride * (out_height - 1) + 1:stride, j:j + stride * (out_width - 1) + 1:stride]
-            taps.append((seen * grad_rows).sum((0, 1, 2)))
-    return torch.stack(taps, 1).reshape(x.shape[1], 1, kernel, kernel)
+            columns = _outputs_inside(j, stride, padding, width, out_width)
+            if not rows or not columns:
+                continue
+            seen = rows_in[:, _inputs_seen(rows, i, stride, padding), _inputs_seen(columns, j, stride, padding)]
+            taps[:, i, j] = (seen * grad_rows[:, rows.start:rows.stop, columns.start:columns.stop]).sum((0, 1, 2))
+    return taps.unsqueeze(1)
+
+
+def _outputs_inside(tap: int, stride: int, padding: int, size: int, out_size: int) -> range:
+    """The output indices along one axis whose ``tap`` reads an input inside the map
+    (input index ``stride * out + tap - padding`` in ``[0, size)``)."""
+    first = max(0, -((tap - padding) // stride))
+    last = min(out_size - 1, (size - 1 + padding - tap) // stride)
+    return range(first, last + 1)
+
+
+def _inputs_seen(outputs: range, tap: int, stride: int, padding: int) -> slice:
+    """The input indices ``outputs`` read through ``tap``, as a slice."""
+    return slice(stride * outputs.start + tap - padding, stride * (outputs.stop - 1) + tap - padding + 1, stride)
 
 
 def depthwise_conv(channels: int, stride: int, *, mode: str = "auto") -> nn.Conv2d:

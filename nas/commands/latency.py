@@ -233,7 +233,8 @@ def validate(
     for row in report.rows:
         typer.echo(f"{row['config']:<40} measured {row['measured_ms']:8.3f} ms  predicted {row['predicted_ms']:8.3f} ms"
                    f"  {100 * row['error']:+6.1f}%")
-    typer.echo(f"{lut.describe()} on {device}, each config's {lut.estimator.replace('_', ' ')} of {settings.runs} runs:")
+    typer.echo(f"{lut.describe()} on {device}, each config timed {settings.runs} times and taken as "
+               f"{lut.describe_estimator()}:")
     typer.echo(f"{100 * report.within_share:.1f}% of {len(report.rows)} configs predicted within "
                f"+-{100 * tolerance:g}% (median |error| {100 * summary['median_abs_error']:.1f}%); none of them is one of "
                f"the table's {len(lut.calibration)} calibration networks")

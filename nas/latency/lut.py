@@ -30,7 +30,7 @@ from typing import Any
 from nas.errors import UserError
 from nas.latency.devices import Device
 from nas.latency.measure import export_for_runtime, export_module_for_runtime
-from nas.latency.timing import ESTIMATORS, RunSettings, Timing, estimate_ms
+from nas.latency.timing import ESTIMATORS, RunSettings, Timing, check_estimator, estimate_ms
 from shufflenet_core.config import ShuffleNetConfig
 from shufflenet_core.structure import stem_output_size, unit_specs
 
@@ -137,6 +137,10 @@ class LatencyLUT:
         tables written before there was a choice used the median."""
         return str(self.settings.get("estimator", "median"))
 
+    def describe_estimator(self) -> str:
+        """Each figure's meaning, after "each model's": ``the 10th percentile of its runs``."""
+        return check_estimator(self.estimator).description
+
     def latency_ms(self, timing: Timing, rounds: int) -> float:
         """A timing of this table's device in this table's terms (a validation must compare like with like)."""
         return estimate_ms(timing, self.estimator, rounds)
@@ -220,9 +224,14 @@ class LatencyLUT:
         if data.get("version") not in READABLE_VERSIONS:
             raise UserError(f"lookup table {path} has version {data.get('version')}; this shufflenas reads "
                             f"version {LUT_VERSION} (rebuild it with 'nas latency build-lut')")
+        settings = data.get("settings", {})
+        estimator = settings.get("estimator", "median") if isinstance(settings, dict) else None
+        if estimator not in ESTIMATORS:
+            raise UserError(f"lookup table {path} names estimator {estimator!r}, which this shufflenas does not know "
+                            f"({', '.join(ESTIMATORS)}); rebuild it with 'nas latency build-lut'")
         overhead = data.get("overhead", {})
         return cls(device=data.get("device", {}), entries={k: float(v) for k, v in data["entries"].items()},
-                   settings=data.get("settings", {}), scale=float(overhead.get("scale", 1.0)),
+                   settings=settings, scale=float(overhead.get("scale", 1.0)),
                    constant_ms=float(overhead.get("constant_ms", 0)),
                    per_component_ms=float(overhead.get("per_component_ms", 0)), calibration=data.get("calibration", []),
                    holdout=data.get("holdout", []),
@@ -288,8 +297,7 @@ def build_lut(
     between sessions (the same networks measured minutes apart moved by up to 20% under CI
     load, all in one direction).
     """
-    if estimator not in ESTIMATORS:
-        raise UserError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    check_estimator(estimator)  # before anything is exported or timed
     configs = list(covering)
     shapes = len({key for config in configs for key in component_keys(config)})
     if shapes > max_components:
@@ -343,9 +351,9 @@ def build_lut(
     return lut
 
 
-def _fastest(sessions: list[list[Timing]], estimator: str, rounds: int) -> list[Timing]:
-    """Per model, the timing of the session where ``estimator`` found it fastest."""
-    return [min(timings, key=lambda timing: estimate_ms(timing, estimator, rounds)) for timings in zip(*sessions, strict=True)]
+def _fastest(sessions: list[list[Timing]], estimator: str, rounds: int) -> list[float]:
+    """Per model, its ``estimator`` figure (ms) from the session where that figure is smallest."""
+    return [min(estimate_ms(timing, estimator, rounds) for timing in timings) for timings in zip(*sessions, strict=True)]
 
 
 def _fit_error(lut: LatencyLUT) -> float:
@@ -357,23 +365,24 @@ def _fit_error(lut: LatencyLUT) -> float:
     return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else 0.0
 
 
-def _table_from(timings, components, calibration_configs, holdout_configs, info, settings, space_name) -> LatencyLUT:
+def _table_from(figures: list[float], components, calibration_configs, holdout_configs, info, settings,
+                space_name) -> LatencyLUT:
+    """The table from each timed model's figure (ms, in the order timed: components,
+    calibration networks, held-out networks)."""
     lut = LatencyLUT(device=info, entries={}, settings=settings, space=space_name,
                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    rounds = int(settings["rounds"])
-    component_timings = zip(components, timings[: len(components)], strict=True)
-    lut.entries = {component.key: lut.latency_ms(timing, rounds) for component, timing in component_timings}
+    lut.entries = {component.key: figure for component, figure in zip(components, figures[: len(components)], strict=True)}
     points = []
-    network_timings = timings[len(components):]
-    for config, timing in zip(calibration_configs, network_timings[: len(calibration_configs)], strict=True):
+    network_figures = figures[len(components):]
+    for config, measured in zip(calibration_configs, network_figures[: len(calibration_configs)], strict=True):
         keys = component_keys(config)
-        points.append((lut.sum_ms(config), len(keys), lut.latency_ms(timing, rounds)))
+        points.append((lut.sum_ms(config), len(keys), measured))
         lut.calibration.append({"config": config.to_dict(), "measured_ms": points[-1][2],
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:
         lut.scale, lut.per_component_ms = _fit_overhead(points)
-    for config, timing in zip(holdout_configs, network_timings[len(calibration_configs):], strict=True):
-        measured, predicted = lut.latency_ms(timing, rounds), lut.predict(config)
+    for config, measured in zip(holdout_configs, network_figures[len(calibration_configs):], strict=True):
+        predicted = lut.predict(config)
         lut.holdout.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,
                             "error": (predicted - measured) / measured})
     return lut

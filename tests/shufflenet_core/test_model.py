@@ -93,3 +93,18 @@ def test_deep_and_single_stage_configs_run() -> None:
         config = ShuffleNetConfig.from_width(4, 0.5, stage_depths=depths, num_classes=10, in_channels=1, input_size=32)
         model = build_model(config).eval()
         assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_the_fast_stem_conv_answers_nhwc_whatever_the_channel_count(in_channels: int) -> None:
+    """A one-channel image is NCHW and NHWC at once, and a conv follows the strides it is given:
+    the fast build hands the stem conv NHWC strides, so its output (the largest map) is not
+    copied to NHWC forward and backward; the plain build keeps NCHW."""
+    config = ShuffleNetConfig.from_width(3, 0.5, num_classes=10, in_channels=in_channels, input_size=32)
+    for fast in (True, False):
+        model = build_model(config, fast=fast).train()
+        seen: list[torch.Tensor] = []
+        model.stem.conv.register_forward_hook(lambda module, args, output: seen.append(output))
+        model(torch.randn(4, in_channels, 32, 32)).sum().backward()
+        nhwc = seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+        assert nhwc == fast

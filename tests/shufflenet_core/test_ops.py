@@ -74,13 +74,32 @@ def test_depthwise_matches_conv(stride: int, batch: int, size: int, layout) -> N
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_on_tiny_maps_takes_tapwise_weight_gradient(stride: int) -> None:
-    """2x2 NHWC maps in training take the tap-wise weight gradient, which must equal conv's."""
+@pytest.mark.parametrize("height, width", [(2, 2), (1, 2), (2, 1), (1, 4)])
+def test_depthwise_on_tiny_maps_takes_tapwise_weight_gradient(stride: int, height: int, width: int) -> None:
+    """Tiny NHWC maps in training take the tap-wise weight gradient (each tap over the output
+    positions where it falls inside the map), which must equal conv's."""
     torch.manual_seed(stride)
     fast = DepthwiseConv2d(40, 3, stride)
-    x = torch.randn(32, 40, 2, 2).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(32, 40, height, width).contiguous(memory_format=torch.channels_last)
     assert "_TinyMapDepthwiseBackward" in _backward_nodes(fast(x.requires_grad_()).sum())
     _check_same(fast, _pair(fast), x.detach())
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("height, width", [(5, 7), (4, 4), (3, 1)])
+def test_tapwise_weight_gradient_equals_convs_on_any_map(kernel: int, stride: int, height: int, width: int) -> None:
+    """The tap-wise weight gradient itself, on maps larger than the ones the layer gives it:
+    each tap's range of output positions must be right for every stride and border."""
+    from shufflenet_core.ops import _depthwise_weight_grad
+
+    torch.manual_seed(height * width)
+    x = torch.randn(3, 8, height, width, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    shape, padding = (8, 1, kernel, kernel), kernel // 2
+    out = torch.nn.functional.conv2d(x, torch.ones(shape, dtype=torch.float64), stride=stride, padding=padding, groups=8)
+    grad = torch.randn_like(out).contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.grad.conv2d_weight(x, shape, grad, stride=stride, padding=padding, groups=8)
+    torch.testing.assert_close(_depthwise_weight_grad(x, grad, kernel, stride, padding), expected)
 
 
 def test_channel_shuffle_is_layout_independent() -> None:

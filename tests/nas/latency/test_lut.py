@@ -390,7 +390,12 @@ def test_the_estimator_is_stored_with_the_table_and_old_tables_read_as_median(sy
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     assert LatencyLUT.load(old).estimator == "median"
-    with pytest.raises(UserError, match="estimator must be one of"):
+    assert LatencyLUT.load(old).describe_estimator() == "the median of its runs"
+    data["settings"]["estimator"] = "mean"  # a newer or hand-edited table: one clear line, not a KeyError later
+    old.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="names estimator 'mean', which this shufflenas does not know"):
+        LatencyLUT.load(old)
+    with pytest.raises(UserError, match="--estimator must be one of p10, best_round_median, median, got 'mean'"):
         build_lut(SyntheticDevice({}), SMALL_SPACE.covering(), CALIBRATION, estimator="mean")
 
 
@@ -436,7 +441,7 @@ def test_a_design_space_file_plugs_in(tmp_path, nas):
     samples = list(space.samples(30, seed=3))
     assert all(set(component_keys(config)) <= covered for config in samples)
     bogus = nas("latency", "build-lut", "--device", "local", "--estimator", "mean", "--out", str(tmp_path / "lut.json"))
-    assert bogus.returncode == 2 and "--estimator must be one of median, best_round_median, p10" in bogus.stderr
+    assert bogus.returncode == 2 and "--estimator must be one of p10, best_round_median, median" in bogus.stderr
     assert "Traceback" not in bogus.stderr and not (tmp_path / "lut.json").exists()
     too_big = nas("latency", "build-lut", "--device", "local", "--space", str(space_file), "--budget", "40M",
                   "--max-components", "5", "--out", str(tmp_path / "lut.json"))
