@@ -67,7 +67,8 @@ def best_of(functions: dict[str, Callable[[], None]], repeats: int) -> dict[str,
 
 def training_step(config: ShuffleNetConfig, side: str) -> Callable[[], None]:
     model = build(config, side).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    # Every side steps the same optimizer as the proxy training (nas/evaluation/training.py): fused on the CPU.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5, fused=True)
     images = torch.randn(BATCH, config.in_channels, config.input_size, config.input_size)
     labels = torch.randint(0, config.num_classes, (BATCH,))
 

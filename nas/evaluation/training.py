@@ -32,6 +32,11 @@ __all__ = [
     "train_config",
 ]
 
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+"""Where SGD runs as one fused kernel over all parameters instead of a few ops per parameter
+(the same update; on this 2-core CPU 1.0 vs 5.2 ms per step for 1.0x g3, 3.1 vs 8.9 ms for
+2.0x g3, about 3-4% of a proxy training step)."""
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -240,7 +245,7 @@ def train_config(
     scaler = place.grad_scaler()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay, nesterov=True,
+        weight_decay=recipe.weight_decay, nesterov=True, fused=device.type in FUSED_OPTIMIZER_DEVICES,
     )
     count = len(data.train_labels)
     batches_per_epoch = count // recipe.batch_size if count >= recipe.batch_size else 1
