@@ -16,6 +16,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / ".test-artifacts"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the suite's processes even when it was started with SIGINT ignored.
+
+    A non-interactive shell starts a background job (``cmd &``, ``nohup cmd &``) with SIGINT
+    ignored, and an ignored signal stays ignored in every child: the tests that interrupt a
+    search would then see it run on and exit 0. A handler (unlike "ignore") is reset at exec,
+    so the processes the tests start get Python's own KeyboardInterrupt again.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_nas(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``nas`` as a user would (a separate process), capturing its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
