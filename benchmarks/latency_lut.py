@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/latency_lut_local.json"))
     parser.add_argument("--report", type=Path, default=None, help="Write the held-out and validation rows as JSON.")
-    parser.add_argument("--no-compare", action="store_true", help="Skip replaying the sessions with the median.")
+    parser.add_argument("--no-compare", action="store_true", help="Skip replaying the sessions with every estimator.")
     parser.add_argument("--sessions", type=Path, default=None, help="Write every session's runs (ms per run, per "
                         "model, in the order timed) as JSON, to study other estimators offline.")
     parser.add_argument("--replay", type=Path, default=None, help="Compare the estimators on a --sessions file "

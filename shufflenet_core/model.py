@@ -132,16 +132,24 @@ class ShuffleUnit(nn.Module):
         Gather beats Reshape-Transpose-Reshape (benchmarks/speed.py times it against the official layout).
         """
         branch = F.relu(self.bn1(self.pw1(x)))
-        order = shuffle_order(self.bn2.num_features, self.groups)
-        unshuffled = torch.tensor(unshuffle_order(self.bn2.num_features, self.groups))  # constants of the graph
-        scale, shift = batch_norm_affine(self.bn2)
-        weight = (self.dw.weight * scale.reshape(-1, 1, 1, 1)).index_select(0, unshuffled)
-        branch = F.conv2d(branch, weight, shift.index_select(0, unshuffled), stride=self.dw.stride,
-                          padding=self.dw.padding, groups=self.bn2.num_features)
-        branch = self.bn3(self.pw2(branch.index_select(1, torch.tensor(order))))
+        weight, shift = self._folded_depthwise(unshuffled=True)  # constants of the graph
+        branch = F.conv2d(branch, weight, shift, stride=self.dw.stride, padding=self.dw.padding,
+                          groups=self.bn2.num_features)
+        order = torch.tensor(shuffle_order(self.bn2.num_features, self.groups))
+        branch = self.bn3(self.pw2(branch.index_select(1, order)))
         if self.stride == 1:
             return F.relu(branch + x)
         return torch.cat((self.shortcut(x), F.relu(branch)), dim=1)
+
+    def _folded_depthwise(self, *, unshuffled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """dw + bn2 as one conv's weight and bias; with ``unshuffled``, in the channel order that
+        lets the shuffle move after them (:func:`unshuffle_order`)."""
+        scale, shift = batch_norm_affine(self.bn2)
+        weight = self.dw.weight * scale.reshape(-1, 1, 1, 1)
+        if not unshuffled:
+            return weight, shift
+        index = torch.tensor(unshuffle_order(self.bn2.num_features, self.groups))
+        return weight.index_select(0, index), shift.index_select(0, index)
 
     def norm(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``bn(x)``; the fast build trains NHWC maps with the accurate NHWC kernel."""
@@ -172,20 +180,16 @@ class ShuffleUnit(nn.Module):
 
     def _fold(self, shape: torch.Size, *, use_packed: bool) -> tuple:
         pw1_scale, pw1_shift = batch_norm_affine(self.bn1)
-        dw_scale, dw_shift = batch_norm_affine(self.bn2)
         pw2_scale, pw2_shift = batch_norm_affine(self.bn3)
-        dw_weight = self.dw.weight * dw_scale.reshape(-1, 1, 1, 1)
+        # Packed, the shuffle moves after the depthwise conv, whose weights take the unshuffled order.
+        dw_weight, dw_shift = self._folded_depthwise(unshuffled=use_packed and self.shuffle)
         if not use_packed:
             return (*fold_pointwise(self.pw1.weight, self.pw1.groups, pw1_scale, pw1_shift), dw_weight, dw_shift,
                     *fold_pointwise(self.pw2.weight, self.pw2.groups, pw2_scale, pw2_shift))
         batch, _, height, width = shape
         mid = self.bn1.num_features
         out_height, out_width = (height - 1) // self.stride + 1, (width - 1) // self.stride + 1
-        order = None
-        if self.shuffle:  # the shuffle moves after the depthwise conv, whose weights take the unshuffled order
-            unshuffled = torch.tensor(unshuffle_order(mid, self.groups))
-            dw_weight, dw_shift = dw_weight.index_select(0, unshuffled), dw_shift.index_select(0, unshuffled)
-            order = torch.tensor(shuffle_order(mid, self.groups))
+        order = torch.tensor(shuffle_order(mid, self.groups)) if self.shuffle else None
         return (
             packed.pack_conv(self.pw1.weight * pw1_scale.reshape(-1, 1, 1, 1), pw1_shift, stride=1,
                              groups=self.pw1.groups, input_shape=shape),

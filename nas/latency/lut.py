@@ -377,7 +377,7 @@ def _table_from(figures: list[float], components, calibration_configs, holdout_c
     for config, measured in zip(calibration_configs, network_figures[: len(calibration_configs)], strict=True):
         keys = component_keys(config)
         points.append((lut.sum_ms(config), len(keys), measured))
-        lut.calibration.append({"config": config.to_dict(), "measured_ms": points[-1][2],
+        lut.calibration.append({"config": config.to_dict(), "measured_ms": measured,
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:
         lut.scale, lut.per_component_ms = _fit_overhead(points)
