@@ -25,4 +25,7 @@ if [ "$want_test" = 1 ]; then
 else
     quiet_pip -e ".[standard]"  # everything but the [mobile] extra (ExecuTorch), which the tests install
 fi
+# The fused BatchNorm training kernels, compiled once for this machine (about 15 s; needs a C++
+# compiler and ninja). Without them training runs PyTorch's own ops: same results, slower.
+.venv/bin/python -m shufflenet_core.fused || echo "  (training will use PyTorch's own ops)"
 .venv/bin/nas --version

@@ -2,7 +2,8 @@
 # System packages the test suite drives for real (Debian names). Installs only what is missing;
 # without root or apt-get it says what to install and the tests that need them skip.
 set -uo pipefail
-packages=(dataset-fashion-mnist chromium openssh-server qemu-user-static debootstrap binfmt-support zstd postgresql)
+# g++ and ninja-build: the fused BatchNorm training kernels (shufflenet_core/fused.py) compile with them.
+packages=(dataset-fashion-mnist chromium openssh-server qemu-user-static debootstrap binfmt-support zstd postgresql g++ ninja-build)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -23,9 +23,12 @@ from .ops import (
     depthwise_conv,
     exporting,
     fold_pointwise,
+    fused_batch_norm,
+    fused_batch_norm_usable,
     is_channels_last,
     pointwise_affine_bmm,
     pointwise_conv,
+    shortcut_pool,
     uses_bmm,
 )
 from .structure import UnitSpec, unit_specs
@@ -112,6 +115,8 @@ class ShuffleUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._can_fold(x):
             return self._forward_folded(x)
+        if self._can_fuse(x):
+            return self._forward_fused(x)
         if self.shuffle and not self.training and torch.onnx.is_in_onnx_export():
             return self._forward_onnx(x)
         branch = F.relu(self.norm(self.bn1, self.pw1(x)))
@@ -121,7 +126,31 @@ class ShuffleUnit(nn.Module):
         branch = self.norm(self.bn3, self.pw2(branch))
         if self.stride == 1:
             return F.relu(branch + x)
-        return torch.cat((self.shortcut(x), F.relu(branch)), dim=1)
+        return torch.cat((self._shortcut(x), F.relu(branch)), dim=1)
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        """Training on NHWC maps with the fused BN kernels: each BN runs with what follows it."""
+        if not self.fast or not self.training or _hooked(self.bn1, self.bn2, self.bn3):
+            return False
+        batch, _, height, width = x.shape
+        if batch * ((height - 1) // self.stride + 1) * ((width - 1) // self.stride + 1) < 2:
+            return False  # one value per channel: nn.BatchNorm2d's own error says so
+        return all(fused_batch_norm_usable(bn, x) for bn in (self.bn1, self.bn2, self.bn3))
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with bn1 + ReLU + shuffle, bn2, and bn3 + residual add + ReLU each one
+        fused kernel (2 passes over memory forward, 2 backward, instead of 6 and 6)."""
+        branch = fused_batch_norm(self.bn1, self.pw1(x), relu=True, shuffle_groups=self.groups if self.shuffle else 1)
+        branch = fused_batch_norm(self.bn2, self.dw(branch))
+        if self.stride == 1:
+            return fused_batch_norm(self.bn3, self.pw2(branch), relu=True, residual=x)
+        return torch.cat((self._shortcut(x), fused_batch_norm(self.bn3, self.pw2(branch), relu=True)), dim=1)
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-2 shortcut; the fast build trains it on tiny maps as a depthwise conv."""
+        if not self.fast or _hooked(self.shortcut):
+            return self.shortcut(x)
+        return shortcut_pool(self.shortcut, x)
 
     def _forward_onnx(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` as the ONNX graph: the shuffle after the depthwise conv, as one Gather.

@@ -9,8 +9,13 @@ is slow on small feature maps (mkldnn's grouped kernel has a high fixed cost per
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+from . import fused
 
 __all__ = [
     "BMM_MAX_POSITIONS",
@@ -21,12 +26,15 @@ __all__ = [
     "PointwiseConv2d",
     "batch_norm_affine",
     "batch_norm_channels_last",
+    "fused_batch_norm",
+    "fused_batch_norm_usable",
     "depthwise_conv",
     "exporting",
     "fold_pointwise",
     "is_channels_last",
     "pointwise_affine_bmm",
     "pointwise_conv",
+    "shortcut_pool",
     "uses_bmm",
 ]
 
@@ -47,6 +55,13 @@ CHANNELS_LAST_DEPTHWISE_MAX_POSITIONS = 3 * 3
 #: as one per-channel dot product per tap: oneDNN's took 1.2-1.6 ms on 128x240x2x2 and
 #: 128x480x2x2 maps here against 0.3-0.4 ms, and it is 3% of a 2.0x g3 proxy step.
 TAPWISE_WEIGHT_GRAD_MAX_POSITIONS = 2 * 2
+
+
+#: In training, the stride-2 shortcut (3x3 average pool, stride 2, padding 1, zeros counted)
+#: on NHWC maps up to this size runs as a depthwise conv with constant 1/9 weights: ATen's
+#: NHWC average-pool backward is slow on tiny maps (forward + backward, batch 128, 1 thread:
+#: 1936 vs 302 us on 960x2x2, 749 vs 584 us on 480x4x4; on 24x8x8 the pool wins, 188 vs 343).
+POOL_AS_CONV_MAX_POSITIONS = 4 * 4
 
 
 def exporting() -> bool:
@@ -219,7 +234,8 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
 
     PyTorch's own NHWC BN kernel is 3-12x faster than its NCHW one on small maps but sums
     rows one by one in float32 (10-20x the rounding error, amplified by backward). This path
-    is nearly as fast and as accurate as the NCHW kernel, and updates ``running_mean``,
+    (the fused kernel where built, else column sums in PyTorch ops) is faster and at least as
+    accurate as the NCHW kernel, and updates ``running_mean``,
     ``running_var`` (unbiased) and ``num_batches_tracked`` exactly as ``bn`` would. Anything
     else (eval mode, NCHW or 1x1 maps, export, no running stats) runs ``bn`` itself.
     """
@@ -230,16 +246,88 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
             or height * width == 1 or count < 2 or not is_channels_last(x) or exporting()):
         return bn(x)
     rows = x.permute(0, 2, 3, 1).reshape(count, channels)  # a view of NHWC storage
-    out, mean, var = _RowsBatchNorm.apply(rows, bn.weight, bn.bias, bn.eps)
+    if fused_batch_norm_usable(bn, x):
+        out, mean, var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, None, bn.eps, False, 1)
+    else:
+        out, mean, var = _RowsBatchNorm.apply(rows, bn.weight, bn.bias, bn.eps)
+    _update_running_stats(bn, mean, var, count)
+    return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+    """``running_mean``, ``running_var`` (unbiased) and ``num_batches_tracked`` as ``bn`` updates them."""
     factor = 0.0 if bn.momentum is None else bn.momentum  # as nn.BatchNorm2d.forward
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:
             factor = 1.0 / float(bn.num_batches_tracked)
+    assert bn.running_mean is not None and bn.running_var is not None, "checked by the callers"
     with torch.no_grad():
-        running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-        running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
+        bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
+
+
+def fused_batch_norm_usable(bn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether :func:`fused_batch_norm` can run ``bn`` on ``x``: a training BN with running
+    statistics and affine parameters, a float32 NHWC map of at least 2 positions in all on the
+    CPU, no autocast, no graph capture, and the fused kernels built (:func:`shufflenet_core.fused.available`)."""
+    if not isinstance(bn, nn.BatchNorm2d) or not bn.training or not bn.track_running_stats or not bn.affine:
+        return False
+    if bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
+        return False
+    if x.dtype != torch.float32 or x.device.type != "cpu" or bn.weight.dtype != torch.float32:
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False  # the convs between the BNs would hand them bfloat16 maps
+    if not is_channels_last(x) or x.shape[0] * x.shape[2] * x.shape[3] < 2 or exporting():
+        return False
+    return fused.available()
+
+
+def fused_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, *, relu: bool = False, residual: torch.Tensor | None = None,
+                     shuffle_groups: int = 1) -> torch.Tensor:
+    """``relu(channel_shuffle(bn(x), shuffle_groups) + residual)`` (each part optional; a
+    residual and a shuffle not together) for a training ``bn`` on NHWC maps, as one fused
+    kernel forward and one backward; updates the running statistics as ``bn`` would.
+    Call only where :func:`fused_batch_norm_usable` holds. Returns a channels_last tensor."""
+    batch, channels, height, width = x.shape
+    count = batch * height * width
+    rows = x.permute(0, 2, 3, 1).reshape(count, channels)
+    residual_rows = None if residual is None else residual.permute(0, 2, 3, 1).reshape(count, channels)
+    out, mean, var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, residual_rows, bn.eps, relu, shuffle_groups)
+    _update_running_stats(bn, mean, var, count)
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+class _FusedRowsBatchNorm(torch.autograd.Function):
+    """:func:`fused_batch_norm` on ``(N*H*W, C)`` rows (the kernels of :mod:`shufflenet_core.fused`).
+
+    Saves the input rows (the backward recomputes x - mean) and, with ReLU, the output for its
+    mask: both are kept alive by neighbouring layers anyway, so nothing extra is stored."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None,
+                eps: float, relu: bool, shuffle_groups: int):
+        rows = rows.contiguous()
+        if residual is not None:
+            residual = residual.contiguous()
+        out, mean, var = fused.ops().batch_norm_act(rows, weight.contiguous(), bias.contiguous(), eps, relu, residual,
+                                                    shuffle_groups)
+        ctx.save_for_backward(rows, out if relu else None, mean, var, weight)
+        ctx.eps, ctx.shuffle_groups, ctx.has_residual = eps, shuffle_groups, residual is not None
+        ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)
+        return out, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor | None, _mean: None, _var: None):
+        if grad is None:
+            return None, None, None, None, None, None, None
+        rows, out, mean, var, weight = ctx.saved_tensors
+        grad_rows, grad_weight, grad_bias, grad_residual = fused.ops().batch_norm_act_backward(
+            grad, rows, out, mean, var, weight.contiguous(), ctx.eps, ctx.has_residual, ctx.shuffle_groups)
+        return grad_rows, grad_weight, grad_bias, grad_residual if ctx.has_residual else None, None, None, None
 
 
 def fold_pointwise(
@@ -363,6 +451,25 @@ def _outputs_inside(tap: int, stride: int, padding: int, size: int, out_size: in
 def _inputs_seen(outputs: range, tap: int, stride: int, padding: int) -> slice:
     """The input indices ``outputs`` read through ``tap``, as a slice."""
     return slice(stride * outputs.start + tap - padding, stride * (outputs.stop - 1) + tap - padding + 1, stride)
+
+
+def shortcut_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``pool(x)`` for the stride-2 unit's shortcut; in training on tiny NHWC maps, the same
+    average as a depthwise conv (see :data:`POOL_AS_CONV_MAX_POSITIONS`)."""
+    if (not isinstance(pool, nn.AvgPool2d) or (pool.kernel_size, pool.stride, pool.padding) != (3, 2, 1)
+            or pool.ceil_mode or not pool.count_include_pad or pool.divisor_override is not None):
+        return pool(x)
+    if not torch.is_grad_enabled() or not is_channels_last(x) or exporting():
+        return pool(x)
+    if x.shape[-1] * x.shape[-2] > POOL_AS_CONV_MAX_POSITIONS:
+        return pool(x)
+    channels = x.shape[1]
+    return torch.nn.functional.conv2d(x, _mean_weight(channels, x.dtype, x.device), None, 2, 1, 1, channels)
+
+
+@functools.lru_cache(maxsize=64)
+def _mean_weight(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.full((channels, 1, 3, 3), 1 / 9, dtype=dtype, device=device)
 
 
 def depthwise_conv(channels: int, stride: int, *, mode: str = "auto") -> nn.Conv2d:

@@ -186,7 +186,13 @@ def describe_plan(accelerator: str, precision: str, workers: int) -> str:
     kind, index = _resolved_kind(accelerator)
     chosen = _precision(kind, precision)
     if kind != "cuda":
-        layers = "fast CPU layers" if Placement(kind, kind, chosen).fast_layers else "plain nn.Conv2d(groups) layers"
+        fast = Placement(kind, kind, chosen).fast_layers
+        layers = "fast CPU layers" if fast else "plain nn.Conv2d(groups) layers"
+        if fast:
+            from shufflenet_core import fused
+
+            # Built here, once, before any worker starts (the workers then load the library).
+            layers += ", fused BatchNorm kernels" if fused.available() else ", PyTorch's BatchNorm ops"
         return f"{kind}, {chosen}, {layers}"
     count = 1 if index is not None else _cuda_count()
     gpus = f"cuda:{index}" if index is not None else f"{count} CUDA GPU(s)"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from shufflenet_core import ShuffleNetConfig, build_model
+from shufflenet_core import ShuffleNetConfig, build_model, fused
 from shufflenet_core.model import channel_shuffle
 from shufflenet_core.onnx_export import export_onnx
 from shufflenet_core.structure import unit_specs
@@ -24,6 +24,8 @@ from shufflenet_core.ops import (
     batch_norm_channels_last,
     uses_bmm,
 )
+
+from .checks import assert_training_batch_norm_close, backward_nodes
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -81,7 +83,7 @@ def test_depthwise_on_tiny_maps_takes_tapwise_weight_gradient(stride: int, heigh
     torch.manual_seed(stride)
     fast = DepthwiseConv2d(40, 3, stride)
     x = torch.randn(32, 40, height, width).contiguous(memory_format=torch.channels_last)
-    assert "_TinyMapDepthwiseBackward" in _backward_nodes(fast(x.requires_grad_()).sum())
+    assert "_TinyMapDepthwiseBackward" in backward_nodes(fast(x.requires_grad_()).sum())
     _check_same(fast, _pair(fast), x.detach())
 
 
@@ -108,15 +110,16 @@ def test_channel_shuffle_is_layout_independent() -> None:
                                channel_shuffle(x, 3), atol=0, rtol=0)
 
 
-def _relative_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
-    return ((actual.double() - reference).abs().max() / reference.abs().max()).item()
-
-
+@pytest.mark.parametrize("kernels", ["fused", "pytorch"])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("batch, channels, size", [(64, 24, 16), (32, 60, 4), (16, 48, 2), (2, 8, 3)])
-def test_channels_last_batch_norm_matches_float64_reference(momentum, batch: int, channels: int, size: int) -> None:
-    """Outputs, gradients and running statistics of the NHWC training path agree with a float64
-    ``nn.BatchNorm2d`` to float32 rounding, over two steps (so running stats really average)."""
+def test_channels_last_batch_norm_matches_float64_reference(momentum, batch: int, channels: int, size: int,
+                                                            kernels: str, monkeypatch) -> None:
+    """Outputs, gradients and running statistics of the NHWC training path (the fused kernel,
+    and PyTorch's ops where it is off) agree with a float64 ``nn.BatchNorm2d`` to float32
+    rounding, over two steps (so running stats really average)."""
+    monkeypatch.setenv(fused.SWITCH, "1" if kernels == "fused" else "0")
+    assert fused.available() == (kernels == "fused")
     torch.manual_seed(channels + size)
     bn = nn.BatchNorm2d(channels, momentum=momentum)
     with torch.no_grad():
@@ -132,15 +135,10 @@ def test_channels_last_batch_norm_matches_float64_reference(momentum, batch: int
         out = batch_norm_channels_last(bn, fast_x)
         expected = reference(ref_x)
         assert out.is_contiguous(memory_format=torch.channels_last)
+        assert ("_FusedRowsBatchNormBackward" in backward_nodes(out)) == (kernels == "fused")
         out.backward(grad.contiguous(memory_format=torch.channels_last if step else torch.contiguous_format))
         expected.backward(grad.double())
-        assert _relative_error(out, expected) < 1e-6
-        assert _relative_error(fast_x.grad, ref_x.grad) < 1e-6
-        assert _relative_error(bn.weight.grad, reference.weight.grad) < 1e-6
-        assert _relative_error(bn.bias.grad, reference.bias.grad) < 1e-6
-        for name, value in reference.state_dict().items():
-            torch.testing.assert_close(bn.state_dict()[name], value.to(bn.state_dict()[name].dtype),
-                                       atol=1e-6, rtol=1e-6, msg=name)
+        assert_training_batch_norm_close(out, expected, fast_x, ref_x, bn, reference, input_bound=1e-6)
     assert bn.num_batches_tracked.item() == 2
 
 
@@ -163,18 +161,6 @@ def test_channels_last_batch_norm_leaves_other_cases_to_batch_norm(case: str) ->
         assert torch.equal(bn.state_dict()[name], value), name
 
 
-def _backward_nodes(tensor: torch.Tensor) -> set[str]:
-    seen, names, stack = set(), set(), [tensor.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.add(type(node).__name__)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return names
-
-
 CONFIGS = [
     ShuffleNetConfig.from_width(3, 1.0, num_classes=10, input_size=32),
     ShuffleNetConfig.from_width(8, 0.5, num_classes=10, in_channels=1, input_size=64),
@@ -182,8 +168,11 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("kernels", ["fused", "pytorch"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"g{c.groups}_{c.input_size}")
-def test_fast_and_plain_builds_train_the_same(config: ShuffleNetConfig) -> None:
+def test_fast_and_plain_builds_train_the_same(config: ShuffleNetConfig, kernels: str, monkeypatch) -> None:
+    monkeypatch.setenv(fused.SWITCH, "1" if kernels == "fused" else "0")
+    assert fused.available() == (kernels == "fused")  # CI builds them (scripts/setup.sh)
     torch.manual_seed(0)
     fast, plain = build_model(config), build_model(config, fast=False)
     assert any(isinstance(m, PointwiseConv2d) for m in fast.modules())
@@ -197,8 +186,10 @@ def test_fast_and_plain_builds_train_the_same(config: ShuffleNetConfig) -> None:
     for model in (fast, plain):
         model.train()
         loss = nn.functional.cross_entropy(model(x), labels)
-        # The fast build really trains in NHWC with the accurate BN; the plain one never does.
-        assert ("_RowsBatchNormBackward" in _backward_nodes(loss)) == (model is fast)
+        # The fast build really trains in NHWC with the accurate BN (fused where the kernels are
+        # built); the plain one never does.
+        node = "_FusedRowsBatchNormBackward" if kernels == "fused" else "_RowsBatchNormBackward"
+        assert (node in backward_nodes(loss)) == (model is fast)
         loss.backward()
         losses.append(loss.detach())
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
@@ -282,3 +273,25 @@ def test_folded_inference_follows_weight_updates() -> None:
         plain.load_state_dict(build_model(config, fast=False).state_dict())
         fast.load_state_dict(plain.state_dict())
         torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8])
+def test_the_shortcut_pool_equals_the_average_pool_and_trains_tiny_maps_as_a_conv(size: int) -> None:
+    from shufflenet_core.ops import POOL_AS_CONV_MAX_POSITIONS, shortcut_pool
+
+    torch.manual_seed(size)
+    pool = nn.AvgPool2d(3, stride=2, padding=1)
+    x = torch.randn(6, 10, size, size).contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, expected = shortcut_pool(pool, a), pool(b)
+    as_conv = size * size <= POOL_AS_CONV_MAX_POSITIONS
+    assert ("Convolution" in type(out.grad_fn).__name__) == as_conv
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+    grad = torch.randn_like(expected)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-6)
+    with torch.no_grad():  # inference keeps the pool (its forward is the cheap part)
+        assert torch.equal(shortcut_pool(pool, x), pool(x))
+    other = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+    torch.testing.assert_close(shortcut_pool(other, a), other(a), atol=0, rtol=0)

@@ -113,3 +113,13 @@ def test_an_explicit_gpu_takes_every_worker(monkeypatch) -> None:
         pin_worker("cuda:1", worker, 3)
     assert fake.set_to == [1, 1, 1] and all(device == 1 and share == pytest.approx(1 / 3) for share, device in fake.shares)
     assert pin_worker("cpu", 0, 3) is None
+
+
+def test_the_plan_says_whether_cpu_training_takes_the_fused_batch_norm_kernels(monkeypatch) -> None:
+    from shufflenet_core import fused
+
+    monkeypatch.delenv(fused.SWITCH, raising=False)
+    assert acc.describe_plan("cpu", "auto", 2) == "cpu, fp32, fast CPU layers, fused BatchNorm kernels"
+    monkeypatch.setenv(fused.SWITCH, "0")
+    assert acc.describe_plan("cpu", "auto", 2) == "cpu, fp32, fast CPU layers, PyTorch's BatchNorm ops"
+    assert "BatchNorm" not in acc.describe_plan("cpu", "bf16", 2)  # bf16 maps never take the float32 kernels
