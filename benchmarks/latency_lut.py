@@ -54,6 +54,8 @@ SPACES = {
     "small": (lambda: default_space(groups=(3, 8), widths=(0.25, 0.5), depth_ranges=((1, 3), (1, 4), (1, 3))), 12,
               dict(rounds=9, runs=100)),
 }
+CALIBRATION_SEED, HOLDOUT_SEED = 1, 2000
+"""Seeds of the calibration and held-out draws (the validation draw takes --seed)."""
 HOLDOUT_BOUND = 0.80
 """What the suite asserted on the held-out share of the small space (it fails under CI load
 that changes between the component and network timings, which no table can predict)."""
@@ -152,14 +154,27 @@ def _noise_line(first: ValidationReport, second: ValidationReport, speed: float 
             f"mean signed {100 * drift:+.1f}%; {100 * within:.1f}% of them within +-{100 * first.tolerance:g}% of themselves")
 
 
+def drawn_configs(space: Any, calibration: int, holdout: int, validation: int, seed: int,
+                  table: LatencyLUT | None = None) -> tuple[list, list, list]:
+    """The calibration, held-out and validation configs of a run, each draw with its own seed,
+    the last two never a calibration network (by construction). A table read with --lut brings
+    its own calibration networks (the validation draw avoids those) and no held-out ones."""
+    if table is not None:
+        calibration_configs, holdout_configs = table.calibration_configs(), []
+    else:
+        calibration_configs = sample_distinct(space.sample, calibration, seed=CALIBRATION_SEED)
+        holdout_configs = sample_distinct(space.sample, holdout, seed=HOLDOUT_SEED, exclude=calibration_configs)
+    validation_configs = sample_distinct(space.sample, validation, seed=seed, exclude=calibration_configs)
+    return calibration_configs, holdout_configs, validation_configs
+
+
 def replay(path: Path) -> int:
     """The estimator comparison of an earlier run, from its recorded sessions."""
     recorded = json.loads(path.read_text())
     make_space, _, _ = SPACES[recorded["space"]]
     space = make_space()
-    calibration = sample_distinct(space.sample, recorded["calibration"], seed=1)
-    holdout = sample_distinct(space.sample, recorded["holdout"], seed=2000, exclude=calibration)
-    validation = sample_distinct(space.sample, recorded["n"], seed=recorded["seed"], exclude=calibration)
+    calibration, holdout, validation = drawn_configs(space, recorded["calibration"], recorded["holdout"],
+                                                     recorded["n"], recorded["seed"])
     sessions = [[Timing(row["model"], tuple(row["times_ms"])) for row in session] for session in recorded["sessions"]]
     builds = recorded["build"]
     print(f"replaying {path}: {builds} build session(s), {len(sessions) - builds} validation session(s) of "
@@ -194,21 +209,20 @@ def main(argv: list[str] | None = None) -> int:
 
     make_space, default_calibration, timing = SPACES[args.space]
     space = make_space()
-    calibration = sample_distinct(space.sample, args.calibration or default_calibration, seed=1)
-    holdout = sample_distinct(space.sample, args.holdout, seed=2000, exclude=calibration)
+    table = LatencyLUT.load(args.lut) if args.lut else None
+    calibration, holdout, validation = drawn_configs(space, args.calibration or default_calibration, args.holdout,
+                                                     args.n, args.seed, table)
     device = Recorder(open_device(args.device))
     settings = RunSettings(threads=args.threads, **timing)
     started = time.perf_counter()
-    if args.lut:
-        lut = LatencyLUT.load(args.lut)
-        calibration, holdout = lut.calibration_configs(), []
+    if table is not None:
+        lut = table
     else:
         lut = build_lut(device, space.covering(), calibration, holdout_configs=holdout, settings=settings,
                         space_name=space.name, progress=lambda text: print(text, file=sys.stderr))
         lut.save(args.out)
     built = time.perf_counter() - started
     build_sessions = list(device.sessions)
-    validation = sample_distinct(space.sample, args.n, seed=args.seed, exclude=calibration)
     fitted = {config.to_json() for config in calibration}
     assert not any(config.to_json() in fitted for config in holdout + validation)
     held_out = lut.holdout_report()
