@@ -18,6 +18,7 @@ from .config import ShuffleNetConfig
 from .ops import (
     DepthwiseConv2d,
     PointwiseConv2d,
+    ResidualGradient,
     batch_norm_affine,
     batch_norm_channels_last,
     depthwise_conv,
@@ -25,6 +26,7 @@ from .ops import (
     fold_pointwise,
     fused_batch_norm,
     fused_batch_norm_usable,
+    grouped_pointwise_bmm,
     is_channels_last,
     pointwise_affine_bmm,
     pointwise_conv,
@@ -140,11 +142,23 @@ class ShuffleUnit(nn.Module):
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` with bn1 + ReLU + shuffle, bn2, and bn3 + residual add + ReLU each one
         fused kernel (2 passes over memory forward, 2 backward, instead of 6 and 6)."""
-        branch = fused_batch_norm(self.bn1, self.pw1(x), relu=True, shuffle_groups=self.groups if self.shuffle else 1)
+        handed_on = self._residual_gradient_slot(x)
+        first = self.pw1(x) if handed_on is None else grouped_pointwise_bmm(x, self.pw1.weight, self.pw1.groups, handed_on)
+        branch = fused_batch_norm(self.bn1, first, relu=True, shuffle_groups=self.groups if self.shuffle else 1)
         branch = fused_batch_norm(self.bn2, self.dw(branch))
         if self.stride == 1:
-            return fused_batch_norm(self.bn3, self.pw2(branch), relu=True, residual=x)
+            return fused_batch_norm(self.bn3, self.pw2(branch), relu=True, residual=x, residual_gradient=handed_on)
         return torch.cat((self._shortcut(x), fused_batch_norm(self.bn3, self.pw2(branch), relu=True)), dim=1)
+
+    def _residual_gradient_slot(self, x: torch.Tensor) -> ResidualGradient | None:
+        """A stride-1 unit whose pw1 is the NHWC bmm: bn3's backward hands the residual's
+        gradient to pw1's, which adds its own into it (:class:`ResidualGradient`)."""
+        if self.stride != 1 or not isinstance(self.pw1, PointwiseConv2d) or _hooked(self.pw1):
+            return None
+        batch, _, height, width = x.shape
+        if not uses_bmm(self.pw1.mode, self.pw1.groups, batch, height, width) or exporting():
+            return None
+        return ResidualGradient()
 
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """The stride-2 shortcut; the fast build trains it on tiny maps as a depthwise conv."""

@@ -255,3 +255,56 @@ def test_under_cpu_autocast_the_fused_kernels_stand_aside() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not unit._can_fuse(x)
         assert not fused_batch_norm_usable(unit.bn1, x)
+
+
+def _stride_one_pair() -> tuple[ShuffleUnit, ShuffleUnit, torch.Tensor]:
+    """A stride-1 unit and its twin without the residual-gradient hand-off, and an input."""
+    unit, twin = _unit(1), _unit(1)
+    twin.load_state_dict(unit.state_dict())
+    twin._residual_gradient_slot = lambda x: None  # type: ignore[method-assign]
+    torch.manual_seed(3)
+    x = torch.randn(16, unit.pw1.in_channels, 4, 4).contiguous(memory_format=torch.channels_last)
+    return unit, twin, x
+
+
+def test_the_residual_gradient_is_handed_to_pw1_and_the_gradients_are_unchanged(monkeypatch) -> None:
+    """bn3's backward hands the residual's gradient to pw1's, which adds its own into it in
+    place: the same gradients as letting autograd sum the two (checked against the unit with
+    the hand-off switched off), and the hand-off really happens."""
+    from shufflenet_core.ops import ResidualGradient
+
+    unit, twin, x = _stride_one_pair()
+    handed = []
+    take = ResidualGradient.take
+    monkeypatch.setattr(ResidualGradient, "take", lambda self: handed.append(take(self)) or handed[-1])
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.randn(16, unit.bn3.num_features, 4, 4)
+    unit(a).backward(grad)
+    assert len(handed) == 1 and handed[0] is not None
+    twin(b).backward(grad)
+    assert len(handed) == 1
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5)
+    for (name, p), q in zip(unit.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-7, rtol=1e-5, msg=name)
+
+
+def test_a_partial_gradient_first_leaves_the_full_one_right() -> None:
+    """autograd.grad for bn3's weight alone runs bn3's backward (which hands the residual's
+    gradient on) but not pw1's; the full backward after it must not see that stale hand-off."""
+    unit, twin, x = _stride_one_pair()
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = unit(a)
+    (partial,) = torch.autograd.grad(out.sum(), [unit.bn3.weight], retain_graph=True)
+    out.sum().backward()
+    twin(b).sum().backward()
+    torch.testing.assert_close(partial, twin.bn3.weight.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(unit.pw1.weight.grad, twin.pw1.weight.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_an_input_without_gradient_takes_no_hand_off() -> None:
+    unit, twin, x = _stride_one_pair()
+    unit(x).sum().backward()
+    twin(x.clone()).sum().backward()
+    for (name, p), q in zip(unit.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-7, rtol=1e-5, msg=name)
