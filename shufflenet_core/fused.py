@@ -95,6 +95,24 @@ def _remove_stale_builds(folder: Path) -> None:
                 shutil.rmtree(stale)
 
 
+def _load() -> None:
+    """Load the library, building it first if needed; a cached file that no longer loads (a
+    torch rebuilt under the same version, say) is ours to replace: it is built again once."""
+    path = library_path()
+    if not path.exists():
+        print("shufflenas: building the fused BatchNorm kernels for this machine (once, ~15 s)", file=sys.stderr,
+              flush=True)
+        torch.ops.load_library(str(build()))
+        return
+    try:
+        torch.ops.load_library(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+        print("shufflenas: rebuilding the fused BatchNorm kernels (the cached library did not load)",
+              file=sys.stderr, flush=True)
+        torch.ops.load_library(str(build()))
+
+
 def available() -> bool:
     """Whether the fused kernels can run in this process (built, or built now, and loaded)."""
     global _loaded, _failure
@@ -105,11 +123,7 @@ def available() -> bool:
     with _lock:
         if _loaded is None:
             try:
-                path = library_path()
-                if not path.exists():
-                    print("shufflenas: building the fused BatchNorm kernels for this machine (once, ~15 s)",
-                          file=sys.stderr, flush=True)
-                torch.ops.load_library(str(build()))
+                _load()
                 _loaded = True
             except (OSError, RuntimeError) as error:
                 _loaded, _failure = False, str(error)

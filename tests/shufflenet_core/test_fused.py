@@ -308,3 +308,17 @@ def test_an_input_without_gradient_takes_no_hand_off() -> None:
     twin(x.clone()).sum().backward()
     for (name, p), q in zip(unit.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-7, rtol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_a_cached_library_that_does_not_load_is_built_again(tmp_path) -> None:
+    env = {"XDG_CACHE_HOME": str(tmp_path), fused.SWITCH: ""}
+    code = "from shufflenet_core import fused; print(fused.library_path())"
+    path = Path(_python(code, env).stdout.strip())
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")
+    done = _python(TRAIN_ONE_STEP, env)
+    assert done.returncode == 0, done.stderr
+    assert "available True" in done.stdout
+    assert "rebuilding" in done.stderr and "unavailable" not in done.stderr
+    assert path.read_bytes()[:4] == b"\x7fELF"
