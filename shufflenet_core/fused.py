@@ -4,8 +4,9 @@ A ShuffleNet unit's BNs with what follows them (ReLU, the residual add, the chan
 run as 2 passes over memory forward and 2 backward instead of 6 and 6: a proxy training step
 runs 1.14-1.20x faster with them (README, "Performance"). The source is compiled with the
 C++ compiler and ninja that ``torch.utils.cpp_extension`` uses, in a private temporary folder
-by a child process, and the library is moved into ``~/.cache/shufflenas/kernels`` (``$XDG_CACHE_HOME``) in one rename:
-parallel workers never see half a file and a killed build leaves no lock behind. Where the
+by a child process, and the library is moved into ``~/.cache/shufflenas/kernels``
+(``$XDG_CACHE_HOME``) in one rename: parallel workers never see half a file and a killed
+build leaves no lock behind. Where the
 build fails (no compiler), :func:`available` is false, one warning says why, and training runs
 PyTorch's own ops (same results, slower). ``SHUFFLENAS_FUSED_KERNELS=0`` switches them off.
 ``python -m shufflenet_core.fused`` builds them and says which path training takes.
