@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -77,20 +78,37 @@ def build() -> Path:
     _remove_stale_builds(target.parent)
     name = target.stem.replace("-", "_")
     with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as folder:
-        try:
-            done = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, name, str(SOURCE), folder, *_flags()],
-                                  capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired as expired:
-            raise RuntimeError(f"the build took over {BUILD_TIMEOUT_SECONDS} s") from expired
+        returncode, output = _compile(name, folder)
         built = Path(folder) / f"{name}.so"
-        if done.returncode != 0 or not built.exists():
-            lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        if returncode != 0 or not built.exists():
+            lines = [line.strip() for line in output.splitlines() if line.strip()]
             errors = [line for line in lines if "error" in line.lower()]
             raise RuntimeError((errors or lines or ["no output"])[-1][:300])
         os.replace(built, target)  # atomic: a parallel build of the same file simply wins or loses
     return target
 
 
+
+
+def _compile(name: str, folder: str) -> tuple[int, str]:
+    """Run the build script in its own process group, so that an interrupt or a timeout stops
+    the compiler it starts (ninja, cc1plus) too, not only the Python child."""
+    child = subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, name, str(SOURCE), folder, *_flags()],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = child.communicate(timeout=BUILD_TIMEOUT_SECONDS)
+    except BaseException as stopped:  # a timeout, or Ctrl-C in the parent
+        # SIGTERM first: ninja passes it on to the compilers it runs in process groups of their own.
+        for sent in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, sent)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
+                break
+        if isinstance(stopped, subprocess.TimeoutExpired):
+            raise RuntimeError(f"the build took over {BUILD_TIMEOUT_SECONDS} s") from stopped
+        raise
+    return child.returncode, output
 
 
 def _remove_stale_builds(folder: Path) -> None:
@@ -154,5 +172,9 @@ def status() -> str:
 
 
 if __name__ == "__main__":
-    print(status())
+    try:
+        print(status())
+    except KeyboardInterrupt:
+        print("interrupted: nothing was built", file=sys.stderr)
+        sys.exit(130)
     sys.exit(1 if os.environ.get(SWITCH) != "0" and not available() else 0)

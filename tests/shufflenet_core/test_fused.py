@@ -322,3 +322,40 @@ def test_a_cached_library_that_does_not_load_is_built_again(tmp_path) -> None:
     assert "available True" in done.stdout
     assert "rebuilding" in done.stderr and "unavailable" not in done.stderr
     assert path.read_bytes()[:4] == b"\x7fELF"
+
+
+def _processes_working_in(folder: Path) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str((proc / "cwd").readlink()).startswith(str(folder)):
+                    found.append((proc / "cmdline").read_text().replace("\0", " ")[:80])
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_build_stops_the_compiler_and_leaves_nothing(tmp_path) -> None:
+    """Ctrl-C while the kernels compile: exit 130 with one line, the compiler processes (ninja
+    runs them in process groups of their own) stopped, no temporary folder or library left."""
+    import signal
+    import time
+
+    child = subprocess.Popen([sys.executable, "-m", "shufflenet_core.fused"], cwd=REPO_ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "XDG_CACHE_HOME": str(tmp_path), fused.SWITCH: ""},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    kernels = tmp_path / "shufflenas" / "kernels"
+    deadline = time.time() + 60
+    while not _processes_working_in(kernels) and time.time() < deadline:  # the compiler has started
+        time.sleep(0.2)
+    assert _processes_working_in(kernels), "no build started"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: nothing was built"
+    time.sleep(1)
+    assert _processes_working_in(kernels) == []
+    assert list(kernels.iterdir()) == []
