@@ -155,10 +155,7 @@ class ShuffleUnit(nn.Module):
         gradient to pw1's, which adds its own into it (:class:`ResidualGradient`)."""
         if self.stride != 1 or not isinstance(self.pw1, PointwiseConv2d) or _hooked(self.pw1):
             return None
-        batch, _, height, width = x.shape
-        if not uses_bmm(self.pw1.mode, self.pw1.groups, batch, height, width) or exporting():
-            return None
-        return ResidualGradient()
+        return ResidualGradient() if self.pw1.takes_bmm(x) else None
 
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """The stride-2 shortcut; the fast build trains it on tiny maps as a depthwise conv."""

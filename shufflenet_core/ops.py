@@ -104,11 +104,15 @@ class PointwiseConv2d(nn.Conv2d):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def takes_bmm(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward` computes ``x`` as one bmm (else the plain conv)."""
         if x.dim() != 4 or exporting():
-            return super().forward(x)
+            return False
         batch, _, height, width = x.shape
-        if not uses_bmm(self.mode, self.groups, batch, height, width):
+        return uses_bmm(self.mode, self.groups, batch, height, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.takes_bmm(x):
             return super().forward(x)
         return grouped_pointwise_bmm(x, self.weight, self.groups)
 
@@ -273,9 +277,8 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
     """
     batch, channels, height, width = x.shape if x.dim() == 4 else (0, 0, 0, 0)
     count = batch * height * width
-    running_mean, running_var = bn.running_mean, bn.running_var
-    if (not bn.training or not bn.track_running_stats or not bn.affine or running_mean is None or running_var is None
-            or height * width == 1 or count < 2 or not is_channels_last(x) or exporting()):
+    if (not _trains_with_running_stats(bn) or height * width == 1 or count < 2 or not is_channels_last(x)
+            or exporting()):
         return bn(x)
     rows = x.permute(0, 2, 3, 1).reshape(count, channels)  # a view of NHWC storage
     if fused_batch_norm_usable(bn, x):
@@ -299,13 +302,18 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Ten
         bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
 
 
+def _trains_with_running_stats(bn: nn.Module) -> bool:
+    """A BatchNorm2d in training mode with affine parameters and running statistics to update:
+    what both NHWC training paths compute (anything else runs ``bn`` itself)."""
+    return (isinstance(bn, nn.BatchNorm2d) and bn.training and bn.track_running_stats and bn.affine
+            and bn.running_mean is not None and bn.running_var is not None)
+
+
 def fused_batch_norm_usable(bn: nn.Module, x: torch.Tensor) -> bool:
     """Whether :func:`fused_batch_norm` can run ``bn`` on ``x``: a training BN with running
     statistics and affine parameters, a float32 NHWC map of at least 2 positions in all on the
     CPU, no autocast, no graph capture, and the fused kernels built (:func:`shufflenet_core.fused.available`)."""
-    if not isinstance(bn, nn.BatchNorm2d) or not bn.training or not bn.track_running_stats or not bn.affine:
-        return False
-    if bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
+    if not _trains_with_running_stats(bn) or bn.weight is None or bn.bias is None:
         return False
     if x.dtype != torch.float32 or x.device.type != "cpu" or bn.weight.dtype != torch.float32:
         return False
