@@ -73,9 +73,26 @@ def figure_html(figure: Any) -> str:
     return figure.to_html(include_plotlyjs=True, full_html=True)
 
 
+PNG_ATTEMPTS = 3
+"""kaleido tries per PNG; only its page-not-ready answer (:data:`_PAGE_NOT_READY`) is tried again."""
+
+_PAGE_NOT_READY = "kaleido_scopes is not defined"
+
+
 def figure_png(figure: Any) -> bytes:
-    """A PNG through kaleido (which drives a local Chrome/Chromium)."""
-    return figure.to_image(format="png", width=1200, height=700, scale=2)
+    """A PNG through kaleido (which drives a local Chrome/Chromium).
+
+    On a busy machine kaleido 1.x sometimes calls into its page before the page's script has
+    loaded (1 draw in 15 with six busy processes on 2 cores here) and gets a JavaScript
+    ReferenceError; a fresh draw then works, so that one error is tried again.
+    """
+    for attempt in range(1, PNG_ATTEMPTS + 1):
+        try:
+            return figure.to_image(format="png", width=1200, height=700, scale=2)
+        except RuntimeError as error:
+            if _PAGE_NOT_READY not in str(error) or attempt == PNG_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def export_command(
