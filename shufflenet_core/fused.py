@@ -1,8 +1,9 @@
-"""Fused training BatchNorm kernels for the CPU (``csrc/fused_batch_norm.cpp``), built once per machine.
+"""Fused training BatchNorm kernels for the CPU (``csrc/``), built once per machine.
 
 A ShuffleNet unit's BNs with what follows them (ReLU, the residual add, the channel shuffle)
 run as 2 passes over memory forward and 2 backward instead of 6 and 6: a proxy training step
-runs 1.14-1.20x faster with them (README, "Performance"). The source is compiled with the
+runs 1.14-1.20x faster with them (README, "Performance"); the stem (conv, BN, ReLU, max pool)
+is one kernel each way (``csrc/fused_stem.cpp``, :mod:`shufflenet_core.fused_stem`). The source is compiled with the
 C++ compiler and ninja that ``torch.utils.cpp_extension`` uses, in a private temporary folder
 by a child process, and the library is moved into ``~/.cache/shufflenas/kernels``
 (``$XDG_CACHE_HOME``) in one rename: parallel workers never see half a file and a killed
@@ -32,7 +33,7 @@ import torch
 
 __all__ = ["SWITCH", "available", "build", "library_path", "ops", "status"]
 
-SOURCE = Path(__file__).with_name("csrc") / "fused_batch_norm.cpp"
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("fused_batch_norm.cpp", "fused_stem.cpp"))
 SWITCH = "SHUFFLENAS_FUSED_KERNELS"
 """Environment variable: ``0`` keeps training on PyTorch's own ops (workers inherit it)."""
 
@@ -54,16 +55,18 @@ def _flags() -> list[str]:
 
 def library_path() -> Path:
     """Where the built library lives: one file per source, flags, torch and Python version."""
-    material = "\n".join([SOURCE.read_text(), *_flags(), torch.__version__, sysconfig.get_config_var("SOABI") or ""])
+    material = "\n".join([*(source.read_text() for source in SOURCES), *_flags(), torch.__version__,
+                          sysconfig.get_config_var("SOABI") or ""])
     digest = hashlib.sha256(material.encode()).hexdigest()[:16]
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "shufflenas" / "kernels" / f"fused_batch_norm-{digest}.so"
 
 
 _BUILD_SCRIPT = """
+import os
 import sys
 from torch.utils.cpp_extension import load
-load(name=sys.argv[1], sources=[sys.argv[2]], build_directory=sys.argv[3], extra_cflags=sys.argv[4:],
+load(name=sys.argv[1], sources=sys.argv[2].split(os.pathsep), build_directory=sys.argv[3], extra_cflags=sys.argv[4:],
      is_python_module=False, verbose=False)
 """
 
@@ -93,7 +96,8 @@ def build() -> Path:
 def _compile(name: str, folder: str) -> tuple[int, str]:
     """Run the build script in its own process group, so that an interrupt or a timeout stops
     the compiler it starts (ninja, cc1plus) too, not only the Python child."""
-    child = subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, name, str(SOURCE), folder, *_flags()],
+    child = subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, name, os.pathsep.join(map(str, SOURCES)), folder,
+                              *_flags()],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = child.communicate(timeout=BUILD_TIMEOUT_SECONDS)

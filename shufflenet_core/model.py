@@ -15,6 +15,7 @@ from torch.nn.modules import module as _module_globals
 
 from . import packed
 from .config import ShuffleNetConfig
+from .fused_stem import fused_stem, fused_stem_usable
 from .ops import (
     DepthwiseConv2d,
     PointwiseConv2d,
@@ -341,6 +342,8 @@ class ShuffleNetV1(nn.Module):
             return self.stages(self.stem(x))
         # NHWC from the stem conv on: the BNs, depthwise convs and bmm 1x1 convs of small maps
         # are all faster in NHWC, and the folded units need it.
+        if self.training and self._can_fuse_stem(x):
+            return self.stages(fused_stem(self.stem.conv, self.stem.bn, x))
         x = _as_channels_last(x)
         if self._can_fold_stem(x):
             x = packed.run_packed(self._folded_stem(x), x, relu=True)
@@ -351,6 +354,12 @@ class ShuffleNetV1(nn.Module):
         # Max pool and ReLU commute (both monotone), outputs and gradients alike: ReLU on the
         # pooled map touches a quarter of the values, forward and backward.
         return self.stages(self.stem.relu(self.stem.pool(x)))
+
+    def _can_fuse_stem(self, x: torch.Tensor) -> bool:
+        """Training with the fused kernels: the whole stem is one kernel each way."""
+        stem = self.stem
+        return (not _hooked(stem.conv, stem.bn, stem.relu, stem.pool)
+                and fused_stem_usable(stem.conv, stem.bn, stem.relu, stem.pool, x))
 
     def _can_fold_stem(self, x: torch.Tensor) -> bool:
         """Inference with oneDNN packed convs: the stem's BN folds into its conv, ReLU fused."""

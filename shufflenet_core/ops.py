@@ -277,7 +277,7 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
     """
     batch, channels, height, width = x.shape if x.dim() == 4 else (0, 0, 0, 0)
     count = batch * height * width
-    if (not _trains_with_running_stats(bn) or height * width == 1 or count < 2 or not is_channels_last(x)
+    if (not trains_with_running_stats(bn) or height * width == 1 or count < 2 or not is_channels_last(x)
             or exporting()):
         return bn(x)
     rows = x.permute(0, 2, 3, 1).reshape(count, channels)  # a view of NHWC storage
@@ -285,11 +285,11 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
         out, mean, var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, None, bn.eps, False, 1)
     else:
         out, mean, var = _RowsBatchNorm.apply(rows, bn.weight, bn.bias, bn.eps)
-    _update_running_stats(bn, mean, var, count)
+    update_running_stats(bn, mean, var, count)
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
-def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
     """``running_mean``, ``running_var`` (unbiased) and ``num_batches_tracked`` as ``bn`` updates them."""
     factor = 0.0 if bn.momentum is None else bn.momentum  # as nn.BatchNorm2d.forward
     if bn.num_batches_tracked is not None:
@@ -302,7 +302,7 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Ten
         bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
 
 
-def _trains_with_running_stats(bn: nn.Module) -> bool:
+def trains_with_running_stats(bn: nn.Module) -> bool:
     """A BatchNorm2d in training mode with affine parameters and running statistics to update:
     what both NHWC training paths compute (anything else runs ``bn`` itself)."""
     return (isinstance(bn, nn.BatchNorm2d) and bn.training and bn.track_running_stats and bn.affine
@@ -313,7 +313,7 @@ def fused_batch_norm_usable(bn: nn.Module, x: torch.Tensor) -> bool:
     """Whether :func:`fused_batch_norm` can run ``bn`` on ``x``: a training BN with running
     statistics and affine parameters, a float32 NHWC map of at least 2 positions in all on the
     CPU, no autocast, no graph capture, and the fused kernels built (:func:`shufflenet_core.fused.available`)."""
-    if not _trains_with_running_stats(bn) or bn.weight is None or bn.bias is None:
+    if not trains_with_running_stats(bn) or bn.weight is None or bn.bias is None:
         return False
     if x.dtype != torch.float32 or x.device.type != "cpu" or bn.weight.dtype != torch.float32:
         return False
@@ -338,7 +338,7 @@ def fused_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, *, relu: bool = False,
     residual_rows = None if residual is None else residual.permute(0, 2, 3, 1).reshape(count, channels)
     out, mean, var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, residual_rows, bn.eps, relu, shuffle_groups,
                                                residual_gradient)
-    _update_running_stats(bn, mean, var, count)
+    update_running_stats(bn, mean, var, count)
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 

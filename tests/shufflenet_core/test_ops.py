@@ -193,14 +193,15 @@ def test_fast_and_plain_builds_train_the_same(config: ShuffleNetConfig, kernels:
         loss.backward()
         losses.append(loss.detach())
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
-    # Summation order differs, and BN backward over a tiny batch amplifies float32 rounding;
-    # some gradients are analytically zero (bn2.bias: bn3 removes shifts), so compare every
-    # difference to the model's gradient scale.
-    grads = dict(plain.named_parameters())
-    scale = max(p.grad.abs().max().item() for p in plain.parameters())
-    for name, param in fast.named_parameters():
-        worst = (param.grad - grads[name].grad).abs().max().item()
-        assert worst <= 1e-4 * scale, (name, worst, scale)
+    # In float32 a ReLU input within rounding of 0 can fall on either side in the two builds,
+    # and BN over a tiny batch spreads that one flip: over 8 seeds per config the gradients
+    # differed by up to 1% of their norm (4% of the largest entry) for the ops and the fused
+    # kernels alike, and by 5e-6 where nothing flipped. Exact agreement is checked in float64
+    # (test_fast_and_plain_builds_have_the_same_float64_gradients); here a wiring error, of
+    # the order of the gradient itself, is what must not pass.
+    fast_grad = torch.cat([p.grad.flatten() for p in fast.parameters()])
+    plain_grad = torch.cat([p.grad.flatten() for p in plain.parameters()])
+    assert (fast_grad - plain_grad).norm() <= 0.05 * plain_grad.norm()
     # Running statistics were updated identically, and eval outputs agree.
     for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
@@ -213,6 +214,24 @@ def test_fast_and_plain_builds_train_the_same(config: ShuffleNetConfig, kernels:
     again.load_state_dict(plain.state_dict())
     for key, value in plain.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"g{c.groups}_{c.input_size}")
+def test_fast_and_plain_builds_have_the_same_float64_gradients(config: ShuffleNetConfig) -> None:
+    """The fast build's layers (bmm 1x1 convs, NHWC BN, tiny-map depthwise, the shortcut pool
+    as a conv) compute the plain build's gradients: in float64 no ReLU input falls within
+    rounding of 0, so every entry agrees to 1e-12 of the scale. (The float32-only fused kernels
+    are checked against float64 layer by layer and unit by unit in test_fused*.py.)"""
+    torch.manual_seed(1)
+    fast, plain = build_model(config).double(), build_model(config, fast=False).double()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(16, config.in_channels, config.input_size, config.input_size, dtype=torch.float64)
+    labels = torch.randint(0, config.num_classes, (16,))
+    for model in (fast, plain):
+        nn.functional.cross_entropy(model.train()(x), labels).backward()
+    scale = max(p.grad.abs().max().item() for p in plain.parameters())
+    for (name, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        assert (p.grad - q.grad).abs().max().item() <= 1e-12 * scale, name
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
