@@ -33,7 +33,8 @@ import torch
 
 __all__ = ["SWITCH", "available", "build", "library_path", "ops", "status"]
 
-SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("fused_batch_norm.cpp", "fused_stem.cpp"))
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in (
+    "fused_batch_norm.cpp", "fused_stem.cpp", "fused_depthwise.cpp"))
 SWITCH = "SHUFFLENAS_FUSED_KERNELS"
 """Environment variable: ``0`` keeps training on PyTorch's own ops (workers inherit it)."""
 

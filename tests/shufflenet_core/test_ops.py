@@ -25,7 +25,7 @@ from shufflenet_core.ops import (
     uses_bmm,
 )
 
-from .checks import assert_training_batch_norm_close, backward_nodes
+from .checks import assert_training_batch_norm_close, backward_nodes, relative_error
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -77,14 +77,54 @@ def test_depthwise_matches_conv(stride: int, batch: int, size: int, layout) -> N
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("height, width", [(2, 2), (1, 2), (2, 1), (1, 4)])
-def test_depthwise_on_tiny_maps_takes_tapwise_weight_gradient(stride: int, height: int, width: int) -> None:
-    """Tiny NHWC maps in training take the tap-wise weight gradient (each tap over the output
-    positions where it falls inside the map), which must equal conv's."""
+def test_depthwise_on_tiny_maps_takes_tapwise_weight_gradient(stride: int, height: int, width: int,
+                                                             monkeypatch) -> None:
+    """Without the fused kernels, tiny NHWC maps in training take the tap-wise weight gradient
+    (each tap over the output positions where it falls inside the map), which must equal conv's."""
+    monkeypatch.setenv(fused.SWITCH, "0")
     torch.manual_seed(stride)
     fast = DepthwiseConv2d(40, 3, stride)
     x = torch.randn(32, 40, height, width).contiguous(memory_format=torch.channels_last)
     assert "_TinyMapDepthwiseBackward" in backward_nodes(fast(x.requires_grad_()).sum())
     _check_same(fast, _pair(fast), x.detach())
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch, channels, height, width", [
+    (32, 40, 2, 2), (6, 24, 8, 8), (3, 13, 5, 7), (2, 9, 1, 4), (4, 3, 3, 1), (128, 120, 4, 4),
+])
+def test_the_fused_depthwise_kernel_equals_the_float64_conv(stride, batch, channels, height, width, monkeypatch):
+    """NHWC maps in training take the fused 3x3 depthwise kernel (vector tails, odd and 1-wide
+    maps, both strides, more rows than one thread's share): output and both gradients equal
+    the float64 conv's to float32 rounding, with one thread or two."""
+    monkeypatch.delenv(fused.SWITCH, raising=False)
+    torch.manual_seed(channels + height)
+    fast = DepthwiseConv2d(channels, 3, stride)
+    x = torch.randn(batch, channels, height, width).contiguous(memory_format=torch.channels_last) + 0.5
+    reference = _pair(fast).double()
+    ref_x = x.double().requires_grad_()
+    expected = reference(ref_x)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            fast.zero_grad()
+            a = x.clone().requires_grad_()
+            out = fast(a)
+            assert "_FusedDepthwiseBackward" in backward_nodes(out)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+            out.backward(grad.float())
+            assert relative_error(out, expected) < 1e-6
+            assert relative_error(a.grad, ref_x.grad) < 1e-6
+            assert relative_error(fast.weight.grad, reference.weight.grad) < 1e-6
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        assert fast(x).grad_fn is None  # inference: oneDNN's kernels (folded with the BN elsewhere)
+    fast.weight.requires_grad_(False)
+    assert fast(x).grad_fn is None  # nothing to differentiate: the plain conv
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
@@ -294,17 +334,25 @@ def test_folded_inference_follows_weight_updates() -> None:
         torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kernels", ["fused", "pytorch"])
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8])
-def test_the_shortcut_pool_equals_the_average_pool_and_trains_tiny_maps_as_a_conv(size: int) -> None:
+def test_the_shortcut_pool_equals_the_average_pool_and_trains_tiny_maps_as_a_conv(size: int, kernels: str,
+                                                                                  monkeypatch) -> None:
+    """In training the shortcut's average pool runs as the fused depthwise kernel with 1/9
+    weights where the kernels are built, else as oneDNN's conv on tiny maps, else the pool."""
     from shufflenet_core.ops import POOL_AS_CONV_MAX_POSITIONS, shortcut_pool
 
+    monkeypatch.setenv(fused.SWITCH, "1" if kernels == "fused" else "0")
     torch.manual_seed(size)
     pool = nn.AvgPool2d(3, stride=2, padding=1)
     x = torch.randn(6, 10, size, size).contiguous(memory_format=torch.channels_last)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     out, expected = shortcut_pool(pool, a), pool(b)
-    as_conv = size * size <= POOL_AS_CONV_MAX_POSITIONS
-    assert ("Convolution" in type(out.grad_fn).__name__) == as_conv
+    if kernels == "fused":
+        assert type(out.grad_fn).__name__ == "_FusedDepthwiseBackward"
+    else:
+        as_conv = size * size <= POOL_AS_CONV_MAX_POSITIONS
+        assert ("Convolution" in type(out.grad_fn).__name__) == as_conv
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
     grad = torch.randn_like(expected)
     out.backward(grad)
