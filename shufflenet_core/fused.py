@@ -35,6 +35,8 @@ __all__ = ["SWITCH", "available", "build", "library_path", "ops", "status"]
 
 SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in (
     "fused_batch_norm.cpp", "fused_stem.cpp", "fused_depthwise.cpp"))
+HEADERS = tuple(Path(__file__).with_name("csrc").glob("*.h"))
+"""Included by the sources: part of the library's hash, so a change rebuilds it."""
 SWITCH = "SHUFFLENAS_FUSED_KERNELS"
 """Environment variable: ``0`` keeps training on PyTorch's own ops (workers inherit it)."""
 
@@ -56,8 +58,8 @@ def _flags() -> list[str]:
 
 def library_path() -> Path:
     """Where the built library lives: one file per source, flags, torch and Python version."""
-    material = "\n".join([*(source.read_text() for source in SOURCES), *_flags(), torch.__version__,
-                          sysconfig.get_config_var("SOABI") or ""])
+    texts = [path.read_text() for path in (*SOURCES, *sorted(HEADERS))]
+    material = "\n".join([*texts, *_flags(), torch.__version__, sysconfig.get_config_var("SOABI") or ""])
     digest = hashlib.sha256(material.encode()).hexdigest()[:16]
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "shufflenas" / "kernels" / f"fused_batch_norm-{digest}.so"

@@ -14,7 +14,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from . import fused
-from .ops import exporting, trains_with_running_stats, update_running_stats
+from .ops import exporting, fusable_batch_norm, moved_by_kernel, running_stats_factor
 
 __all__ = ["fused_stem", "fused_stem_usable"]
 
@@ -39,10 +39,10 @@ def fused_stem_usable(conv: nn.Module, bn: nn.Module, relu: nn.Module, pool: nn.
     """Whether :func:`fused_stem` computes ``pool(relu(bn(conv(x))))``: the ShuffleNet stem's
     layers as built, a training BN with running statistics, float32 CPU images that need no
     gradient, no autocast or export, and the kernels built."""
-    if not (_is_stem_conv(conv) and _is_stem_pool(pool) and type(relu) is nn.ReLU and trains_with_running_stats(bn)):
+    if not (_is_stem_conv(conv) and _is_stem_pool(pool) and type(relu) is nn.ReLU and fusable_batch_norm(bn)):
         return False
-    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-    if bn.weight is None or bn.bias is None or bn.weight.dtype != torch.float32 or conv.weight.dtype != torch.float32:
+    assert isinstance(conv, nn.Conv2d)
+    if conv.weight.dtype != torch.float32:
         return False
     if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
         return False
@@ -56,8 +56,10 @@ def fused_stem_usable(conv: nn.Module, bn: nn.Module, relu: nn.Module, pool: nn.
 def fused_stem(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``max_pool(relu(bn(conv(x))), 3, 2, 1)`` in training, as a channels_last tensor; updates
     ``bn``'s running statistics as ``bn`` would. Call only where :func:`fused_stem_usable` holds."""
-    out, mean, var = _FusedStem.apply(x, conv.weight, bn.weight, bn.bias, bn.eps)
-    update_running_stats(bn, mean, var, x.shape[0] * ((x.shape[2] + 1) // 2) * ((x.shape[3] + 1) // 2))
+    factor = running_stats_factor(bn)
+    out, _mean, _var = _FusedStem.apply(x, conv.weight, bn.weight, bn.bias, bn.eps, bn.running_mean, bn.running_var,
+                                        factor)
+    moved_by_kernel(bn)
     return out
 
 
@@ -66,9 +68,11 @@ class _FusedStem(torch.autograd.Function):
     value for the pool's winner and the patch statistics: the conv's map is never stored."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float):
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
+                running_mean: torch.Tensor, running_var: torch.Tensor, momentum: float):
         weight, gamma = weight.contiguous(), gamma.contiguous()
-        out, winners, mean, var, stats = fused.ops().stem(x, weight, gamma, beta.contiguous(), eps)
+        out, winners, mean, var, stats = fused.ops().stem(x, weight, gamma, beta.contiguous(), eps, running_mean,
+                                                          running_var, momentum)
         ctx.save_for_backward(x, out, winners, weight, gamma, var, stats)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, var)
@@ -79,10 +83,10 @@ class _FusedStem(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor | None, _mean: None, _var: None):
         if grad is None:
-            return None, None, None, None, None
+            return (None,) * 8
         x, out, winners, weight, gamma, var, stats = ctx.saved_tensors
         grad_weight, grad_gamma, grad_beta = fused.ops().stem_backward(grad, x, out, winners, weight, gamma, var,
                                                                        stats, ctx.eps)
         needs = ctx.needs_input_grad
         return (None, grad_weight if needs[1] else None, grad_gamma if needs[2] else None,
-                grad_beta if needs[3] else None, None)
+                grad_beta if needs[3] else None, None, None, None, None)

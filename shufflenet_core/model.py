@@ -25,8 +25,9 @@ from .ops import (
     depthwise_conv,
     exporting,
     fold_pointwise,
+    fusable_batch_norm,
     fused_batch_norm,
-    fused_batch_norm_usable,
+    fused_map_usable,
     grouped_pointwise_bmm,
     is_channels_last,
     pointwise_affine_bmm,
@@ -138,7 +139,7 @@ class ShuffleUnit(nn.Module):
         batch, _, height, width = x.shape
         if batch * ((height - 1) // self.stride + 1) * ((width - 1) // self.stride + 1) < 2:
             return False  # one value per channel: nn.BatchNorm2d's own error says so
-        return all(fused_batch_norm_usable(bn, x) for bn in (self.bn1, self.bn2, self.bn3))
+        return all(fusable_batch_norm(bn) for bn in (self.bn1, self.bn2, self.bn3)) and fused_map_usable(x)
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` with bn1 + ReLU + shuffle, bn2, and bn3 + residual add + ReLU each one

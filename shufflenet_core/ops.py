@@ -30,8 +30,10 @@ __all__ = [
     "depthwise_conv",
     "exporting",
     "fold_pointwise",
+    "fusable_batch_norm",
     "fused_batch_norm",
     "fused_batch_norm_usable",
+    "fused_map_usable",
     "grouped_pointwise_bmm",
     "is_channels_last",
     "pointwise_affine_bmm",
@@ -284,20 +286,34 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
         return bn(x)
     rows = x.permute(0, 2, 3, 1).reshape(count, channels)  # a view of NHWC storage
     if fused_batch_norm_usable(bn, x):
-        out, mean, var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, None, bn.eps, False, 1)
+        out = _fused_rows(bn, rows, None, False, 1, None)
     else:
         out, mean, var = _RowsBatchNorm.apply(rows, bn.weight, bn.bias, bn.eps)
-    update_running_stats(bn, mean, var, count)
+        update_running_stats(bn, mean, var, count)
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
-def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
-    """``running_mean``, ``running_var`` (unbiased) and ``num_batches_tracked`` as ``bn`` updates them."""
-    factor = 0.0 if bn.momentum is None else bn.momentum  # as nn.BatchNorm2d.forward
+def running_stats_factor(bn: nn.BatchNorm2d) -> float:
+    """Counts the batch in ``num_batches_tracked`` and returns how far the running statistics
+    move towards the batch's, as ``nn.BatchNorm2d.forward`` does (the fused kernels move them)."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:
             factor = 1.0 / float(bn.num_batches_tracked)
+    return factor
+
+
+def moved_by_kernel(bn: nn.BatchNorm2d) -> None:
+    """Marks ``bn``'s running statistics as changed in place (a kernel wrote them): their
+    ``_version`` is what cached folds of the BN are keyed on."""
+    assert bn.running_mean is not None and bn.running_var is not None, "the fused paths need them"
+    torch.autograd.graph.increment_version((bn.running_mean, bn.running_var))
+
+
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+    """``running_mean``, ``running_var`` (unbiased) and ``num_batches_tracked`` as ``bn`` updates them."""
+    factor = running_stats_factor(bn)
     assert bn.running_mean is not None and bn.running_var is not None, "checked by the callers"
     with torch.no_grad():
         bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
@@ -313,11 +329,21 @@ def trains_with_running_stats(bn: nn.Module) -> bool:
 
 def fused_batch_norm_usable(bn: nn.Module, x: torch.Tensor) -> bool:
     """Whether :func:`fused_batch_norm` can run ``bn`` on ``x``: a training BN with running
-    statistics and affine parameters, a float32 NHWC map of at least 2 positions in all on the
-    CPU, no autocast, no graph capture, and the fused kernels built (:func:`shufflenet_core.fused.available`)."""
-    if not trains_with_running_stats(bn) or bn.weight is None or bn.bias is None:
-        return False
-    if x.dtype != torch.float32 or x.device.type != "cpu" or bn.weight.dtype != torch.float32:
+    statistics and affine parameters (:func:`fusable_batch_norm`) and a map the kernels take
+    (:func:`fused_map_usable`)."""
+    return fusable_batch_norm(bn) and fused_map_usable(x)
+
+
+def fusable_batch_norm(bn: nn.Module) -> bool:
+    """A training float32 BN with running statistics and affine parameters."""
+    return (trains_with_running_stats(bn) and bn.weight is not None and bn.bias is not None
+            and bn.weight.dtype == torch.float32)
+
+
+def fused_map_usable(x: torch.Tensor) -> bool:
+    """A float32 NHWC map of at least 2 positions in all on the CPU, no autocast, no graph
+    capture, and the fused kernels built (:func:`shufflenet_core.fused.available`)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
         return False
     if torch.is_autocast_enabled("cpu"):
         return False  # the convs between the BNs would hand them bfloat16 maps
@@ -338,10 +364,18 @@ def fused_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, *, relu: bool = False,
     count = batch * height * width
     rows = x.permute(0, 2, 3, 1).reshape(count, channels)
     residual_rows = None if residual is None else residual.permute(0, 2, 3, 1).reshape(count, channels)
-    out, mean, var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, residual_rows, bn.eps, relu, shuffle_groups,
-                                               residual_gradient)
-    update_running_stats(bn, mean, var, count)
+    out = _fused_rows(bn, rows, residual_rows, relu, shuffle_groups, residual_gradient)
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _fused_rows(bn: nn.BatchNorm2d, rows: torch.Tensor, residual: torch.Tensor | None, relu: bool,
+                shuffle_groups: int, residual_gradient: ResidualGradient | None) -> torch.Tensor:
+    """:class:`_FusedRowsBatchNorm` with ``bn``'s parameters; the kernel moves its running statistics."""
+    factor = running_stats_factor(bn)
+    out, _mean, _var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, residual, bn.eps, relu, shuffle_groups,
+                                                 residual_gradient, bn.running_mean, bn.running_var, factor)
+    moved_by_kernel(bn)
+    return out
 
 
 class _FusedRowsBatchNorm(torch.autograd.Function):
@@ -352,12 +386,14 @@ class _FusedRowsBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None,
-                eps: float, relu: bool, shuffle_groups: int, residual_gradient: ResidualGradient | None = None):
+                eps: float, relu: bool, shuffle_groups: int, residual_gradient: ResidualGradient | None = None,
+                running_mean: torch.Tensor | None = None, running_var: torch.Tensor | None = None,
+                momentum: float = 0.0):
         rows = rows.contiguous()
         if residual is not None:
             residual = residual.contiguous()
         out, mean, var = fused.ops().batch_norm_act(rows, weight.contiguous(), bias.contiguous(), eps, relu, residual,
-                                                    shuffle_groups)
+                                                    shuffle_groups, running_mean, running_var, momentum)
         ctx.save_for_backward(rows, out if relu else None, mean, var, weight)
         ctx.eps, ctx.shuffle_groups, ctx.has_residual = eps, shuffle_groups, residual is not None
         ctx.residual_gradient = residual_gradient
@@ -369,7 +405,7 @@ class _FusedRowsBatchNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor | None, _mean: None, _var: None):
         if grad is None:
-            return None, None, None, None, None, None, None, None
+            return (None,) * 11
         rows, out, mean, var, weight = ctx.saved_tensors
         grad_rows, grad_weight, grad_bias, grad_residual = fused.ops().batch_norm_act_backward(
             grad, rows, out, mean, var, weight.contiguous(), ctx.eps, ctx.has_residual, ctx.shuffle_groups)
@@ -377,7 +413,7 @@ class _FusedRowsBatchNorm(torch.autograd.Function):
             grad_residual = None
         elif ctx.residual_gradient is not None:
             ctx.residual_gradient.grad, grad_residual = grad_residual, None  # the first conv adds its own into it
-        return grad_rows, grad_weight, grad_bias, grad_residual, None, None, None, None
+        return grad_rows, grad_weight, grad_bias, grad_residual, None, None, None, None, None, None, None
 
 
 def fold_pointwise(

@@ -32,6 +32,8 @@
 #include <limits>
 #include <vector>
 
+#include "running_stats.h"
+
 namespace {
 
 using at::Tensor;
@@ -210,12 +212,15 @@ void patch_moments(const float* x, const Geometry& g, const float* shift, double
       covariance[k * k_all + l] = sums[stride + k * stride + l] / count - mean[k] * mean[l];
 }
 
-// The stem's forward. Returns the pooled map (N, C, PH, PW) in channels_last, the winning window
+// The stem's forward; moves the BN's running statistics towards the batch's by `momentum`
+// (shufflenas::update_running). Returns the pooled map (N, C, PH, PW) in channels_last, the winning window
 // position (0-8, row-major) per pooled value (N, PH, PW, C), the batch mean and biased variance
 // of the conv's output, and the patch statistics the backward needs (double: the shift per tap,
 // the shifted patches' mean m, their covariance S).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& weight,
-                                                           const Tensor& gamma, const Tensor& beta, double eps) {
+                                                           const Tensor& gamma, const Tensor& beta, double eps,
+                                                           const Tensor& running_mean, const Tensor& running_var,
+                                                           double momentum) {
   const Geometry g = geometry_of(x);
   const int64_t channels = weight.size(0), k_all = g.taps;
   TORCH_CHECK(weight.dim() == 4 && weight.size(1) == g.in_channels && weight.size(2) == 3 && weight.size(3) == 3,
@@ -223,6 +228,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, cons
   check_vector(weight, "weight", channels * k_all);
   check_vector(gamma, "gamma", channels);
   check_vector(beta, "beta", channels);
+  check_vector(running_mean, "running_mean", channels);
+  check_vector(running_var, "running_var", channels);
+  const int64_t count = g.batch * g.positions();
+  TORCH_CHECK(count >= 2, "BatchNorm needs at least 2 values per channel");
   const float* xs = x.data_ptr<float>();
   const float* w = weight.data_ptr<float>();
 
@@ -255,6 +264,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, cons
     const double scale = gamma.data_ptr<float>()[c] * invstd;
     mean.data_ptr<float>()[c] = static_cast<float>(shifted_mean + unshift);
     var.data_ptr<float>()[c] = static_cast<float>(variance);
+    shufflenas::update_running(running_mean, running_var, c, shifted_mean + unshift, variance, count, momentum);
     for (int64_t k = 0; k < k_all; ++k) scaled_w[k * channel_stride + c] = static_cast<float>(wc[k] * scale);
     offset[c] = static_cast<float>(beta.data_ptr<float>()[c] - scale * shifted_mean);
   }
@@ -423,8 +433,8 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_out, const Tensor
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(shufflenas_fused, m) {
-  m.def("stem(Tensor x, Tensor weight, Tensor gamma, Tensor beta, float eps) -> (Tensor, Tensor, Tensor, Tensor, "
-        "Tensor)");
+  m.def("stem(Tensor x, Tensor weight, Tensor gamma, Tensor beta, float eps, Tensor(a!) running_mean, "
+        "Tensor(b!) running_var, float momentum) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("stem_backward(Tensor grad, Tensor x, Tensor out, Tensor winners, Tensor weight, Tensor gamma, Tensor var, "
         "Tensor stats, float eps) -> (Tensor, Tensor, Tensor)");
 }
