@@ -56,17 +56,19 @@ BMM_MAX_POSITIONS = 16 * 16
 CHANNELS_LAST_DEPTHWISE_MAX_POSITIONS = 3 * 3
 
 #: Without the fused kernels (:func:`fused_depthwise_usable`, which take every NHWC depthwise
-#: conv in training where built): up to this many positions (2x2), a depthwise conv in training takes its weight gradient
-#: as one per-channel dot product per tap: oneDNN's took 1.2-1.6 ms on 128x240x2x2 and
-#: 128x480x2x2 maps here against 0.3-0.4 ms, and it is 3% of a 2.0x g3 proxy step.
+#: conv in training where built): up to this many positions (2x2), a depthwise conv in
+#: training takes its weight gradient as one per-channel dot product per tap: oneDNN's took
+#: 1.2-1.6 ms on 128x240x2x2 and 128x480x2x2 maps here against 0.3-0.4 ms, and it is 3% of a
+#: 2.0x g3 proxy step.
 TAPWISE_WEIGHT_GRAD_MAX_POSITIONS = 2 * 2
 
 
 #: Without the fused kernels (which run every NHWC shortcut pool in training, as a depthwise
-#: conv with 1/9 weights): in training, the stride-2 shortcut (3x3 average pool, stride 2, padding 1, zeros counted)
-#: on NHWC maps up to this size runs as a depthwise conv with constant 1/9 weights: ATen's
-#: NHWC average-pool backward is slow on tiny maps (forward + backward, batch 128, 1 thread:
-#: 1936 vs 302 us on 960x2x2, 749 vs 584 us on 480x4x4; on 24x8x8 the pool wins, 188 vs 343).
+#: conv with 1/9 weights): in training, the stride-2 shortcut (3x3 average pool, stride 2,
+#: padding 1, zeros counted) on NHWC maps up to this size runs as a depthwise conv with
+#: constant 1/9 weights: ATen's NHWC average-pool backward is slow on tiny maps (forward +
+#: backward, batch 128, 1 thread: 1936 vs 302 us on 960x2x2, 749 vs 584 us on 480x4x4; on
+#: 24x8x8 the pool wins, 188 vs 343).
 POOL_AS_CONV_MAX_POSITIONS = 4 * 4
 
 
@@ -473,7 +475,8 @@ class DepthwiseConv2d(nn.Conv2d):
         if height * width <= CHANNELS_LAST_DEPTHWISE_MAX_POSITIONS and x.shape[0] > 1 and not is_channels_last(x):
             fast = x.contiguous(memory_format=torch.channels_last)
             return self._conv_forward(fast, weight, bias).contiguous()
-        if bias is None and self.kernel_size == (3, 3) and fused_depthwise_usable(x, weight):
+        if (bias is None and self.kernel_size == (3, 3) and self.stride[0] == self.stride[1] in (1, 2)
+                and fused_depthwise_usable(x, weight)):
             return _FusedDepthwise.apply(x, weight, self.stride[0])
         if (bias is None and height * width <= TAPWISE_WEIGHT_GRAD_MAX_POSITIONS and torch.is_grad_enabled()
                 and weight.requires_grad and is_channels_last(x)):

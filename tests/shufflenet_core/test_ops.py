@@ -127,6 +127,15 @@ def test_the_fused_depthwise_kernel_equals_the_float64_conv(stride, batch, chann
     assert fast(x).grad_fn is None  # nothing to differentiate: the plain conv
 
 
+def test_a_depthwise_conv_the_kernel_does_not_cover_runs_the_conv(monkeypatch) -> None:
+    """The fused kernel is 3x3 with stride 1 or 2; a stride-3 or 5x5 layer keeps oneDNN's conv."""
+    monkeypatch.delenv(fused.SWITCH, raising=False)
+    for fast in (DepthwiseConv2d(8, 3, 3), DepthwiseConv2d(8, 5, 1)):
+        x = torch.randn(4, 8, 7, 7).contiguous(memory_format=torch.channels_last)
+        assert "_FusedDepthwiseBackward" not in backward_nodes(fast(x.clone().requires_grad_()))
+        _check_same(fast, _pair(fast), x)
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("height, width", [(5, 7), (4, 4), (3, 1)])
