@@ -57,8 +57,7 @@ def fused_stem(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Te
     """``max_pool(relu(bn(conv(x))), 3, 2, 1)`` in training, as a channels_last tensor; updates
     ``bn``'s running statistics as ``bn`` would. Call only where :func:`fused_stem_usable` holds."""
     factor = running_stats_factor(bn)
-    out, _mean, _var = _FusedStem.apply(x, conv.weight, bn.weight, bn.bias, bn.eps, bn.running_mean, bn.running_var,
-                                        factor)
+    out = _FusedStem.apply(x, conv.weight, bn.weight, bn.bias, bn.eps, bn.running_mean, bn.running_var, factor)
     moved_by_kernel(bn)
     return out
 
@@ -71,19 +70,15 @@ class _FusedStem(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
                 running_mean: torch.Tensor, running_var: torch.Tensor, momentum: float):
         weight, gamma = weight.contiguous(), gamma.contiguous()
-        out, winners, mean, var, stats = fused.ops().stem(x, weight, gamma, beta.contiguous(), eps, running_mean,
-                                                          running_var, momentum)
+        out, winners, var, stats = fused.ops().stem(x, weight, gamma, beta.contiguous(), eps, running_mean, running_var,
+                                                    momentum)
         ctx.save_for_backward(x, out, winners, weight, gamma, var, stats)
         ctx.eps = eps
-        ctx.mark_non_differentiable(mean, var)
-        ctx.set_materialize_grads(False)
-        return out, mean, var
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor | None, _mean: None, _var: None):
-        if grad is None:
-            return (None,) * 8
+    def backward(ctx, grad: torch.Tensor):
         x, out, winners, weight, gamma, var, stats = ctx.saved_tensors
         grad_weight, grad_gamma, grad_beta = fused.ops().stem_backward(grad, x, out, winners, weight, gamma, var,
                                                                        stats, ctx.eps)

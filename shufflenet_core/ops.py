@@ -283,7 +283,7 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
     """
     batch, channels, height, width = x.shape if x.dim() == 4 else (0, 0, 0, 0)
     count = batch * height * width
-    if (not trains_with_running_stats(bn) or height * width == 1 or count < 2 or not is_channels_last(x)
+    if (not _trains_with_running_stats(bn) or height * width == 1 or count < 2 or not is_channels_last(x)
             or exporting()):
         return bn(x)
     rows = x.permute(0, 2, 3, 1).reshape(count, channels)  # a view of NHWC storage
@@ -291,7 +291,7 @@ def batch_norm_channels_last(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
         out = _fused_rows(bn, rows, None, False, 1, None)
     else:
         out, mean, var = _RowsBatchNorm.apply(rows, bn.weight, bn.bias, bn.eps)
-        update_running_stats(bn, mean, var, count)
+        _update_running_stats(bn, mean, var, count)
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
@@ -313,7 +313,7 @@ def moved_by_kernel(bn: nn.BatchNorm2d) -> None:
     torch.autograd.graph.increment_version((bn.running_mean, bn.running_var))
 
 
-def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
     """``running_mean``, ``running_var`` (unbiased) and ``num_batches_tracked`` as ``bn`` updates them."""
     factor = running_stats_factor(bn)
     assert bn.running_mean is not None and bn.running_var is not None, "checked by the callers"
@@ -322,7 +322,7 @@ def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tens
         bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
 
 
-def trains_with_running_stats(bn: nn.Module) -> bool:
+def _trains_with_running_stats(bn: nn.Module) -> bool:
     """A BatchNorm2d in training mode with affine parameters and running statistics to update:
     what both NHWC training paths compute (anything else runs ``bn`` itself)."""
     return (isinstance(bn, nn.BatchNorm2d) and bn.training and bn.track_running_stats and bn.affine
@@ -338,7 +338,7 @@ def fused_batch_norm_usable(bn: nn.Module, x: torch.Tensor) -> bool:
 
 def fusable_batch_norm(bn: nn.Module) -> bool:
     """A training float32 BN with running statistics and affine parameters."""
-    return (trains_with_running_stats(bn) and bn.weight is not None and bn.bias is not None
+    return (_trains_with_running_stats(bn) and bn.weight is not None and bn.bias is not None
             and bn.weight.dtype == torch.float32)
 
 
@@ -374,8 +374,8 @@ def _fused_rows(bn: nn.BatchNorm2d, rows: torch.Tensor, residual: torch.Tensor |
                 shuffle_groups: int, residual_gradient: ResidualGradient | None) -> torch.Tensor:
     """:class:`_FusedRowsBatchNorm` with ``bn``'s parameters; the kernel moves its running statistics."""
     factor = running_stats_factor(bn)
-    out, _mean, _var = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, residual, bn.eps, relu, shuffle_groups,
-                                                 residual_gradient, bn.running_mean, bn.running_var, factor)
+    out = _FusedRowsBatchNorm.apply(rows, bn.weight, bn.bias, residual, bn.eps, relu, shuffle_groups, residual_gradient,
+                                    bn.running_mean, bn.running_var, factor)
     moved_by_kernel(bn)
     return out
 
@@ -399,15 +399,11 @@ class _FusedRowsBatchNorm(torch.autograd.Function):
         ctx.save_for_backward(rows, out if relu else None, mean, var, weight)
         ctx.eps, ctx.shuffle_groups, ctx.has_residual = eps, shuffle_groups, residual is not None
         ctx.residual_gradient = residual_gradient
-        ctx.mark_non_differentiable(mean, var)
-        ctx.set_materialize_grads(False)
-        return out, mean, var
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor | None, _mean: None, _var: None):
-        if grad is None:
-            return (None,) * 11
+    def backward(ctx, grad: torch.Tensor):
         rows, out, mean, var, weight = ctx.saved_tensors
         grad_rows, grad_weight, grad_bias, grad_residual = fused.ops().batch_norm_act_backward(
             grad, rows, out, mean, var, weight.contiguous(), ctx.eps, ctx.has_residual, ctx.shuffle_groups)

@@ -213,14 +213,13 @@ void patch_moments(const float* x, const Geometry& g, const float* shift, double
 }
 
 // The stem's forward; moves the BN's running statistics towards the batch's by `momentum`
-// (shufflenas::update_running). Returns the pooled map (N, C, PH, PW) in channels_last, the winning window
-// position (0-8, row-major) per pooled value (N, PH, PW, C), the batch mean and biased variance
-// of the conv's output, and the patch statistics the backward needs (double: the shift per tap,
-// the shifted patches' mean m, their covariance S).
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& weight,
-                                                           const Tensor& gamma, const Tensor& beta, double eps,
-                                                           const Tensor& running_mean, const Tensor& running_var,
-                                                           double momentum) {
+// (shufflenas::update_running). Returns the pooled map (N, C, PH, PW) in channels_last, the
+// winning window position (0-8, row-major) per pooled value (N, PH, PW, C), the biased batch
+// variance of the conv's output, and the patch statistics the backward needs (double: the
+// shift per tap, the shifted patches' mean m, their covariance S).
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& weight, const Tensor& gamma,
+                                                   const Tensor& beta, double eps, const Tensor& running_mean,
+                                                   const Tensor& running_var, double momentum) {
   const Geometry g = geometry_of(x);
   const int64_t channels = weight.size(0), k_all = g.taps;
   TORCH_CHECK(weight.dim() == 4 && weight.size(1) == g.in_channels && weight.size(2) == 3 && weight.size(3) == 3,
@@ -247,7 +246,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, cons
   // y = scaled_w . (patch - shift) + offset. Channels are padded to whole vectors (LANES) in
   // the buffers below, so the inner loops have a fixed length the compiler keeps in registers.
   const int64_t channel_stride = padded(channels);
-  Tensor mean = at::empty({channels}, x.options()), var = at::empty({channels}, x.options());
+  Tensor var = at::empty({channels}, x.options());
   std::vector<float> scaled_w(static_cast<size_t>(k_all * channel_stride), 0.f), offset(static_cast<size_t>(channel_stride), 0.f);
   for (int64_t c = 0; c < channels; ++c) {
     const float* wc = w + c * k_all;
@@ -262,7 +261,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, cons
     variance = std::max(0.0, variance);
     const double invstd = 1.0 / std::sqrt(variance + eps);
     const double scale = gamma.data_ptr<float>()[c] * invstd;
-    mean.data_ptr<float>()[c] = static_cast<float>(shifted_mean + unshift);
     var.data_ptr<float>()[c] = static_cast<float>(variance);
     shufflenas::update_running(running_mean, running_var, c, shifted_mean + unshift, variance, count, momentum);
     for (int64_t k = 0; k < k_all; ++k) scaled_w[k * channel_stride + c] = static_cast<float>(wc[k] * scale);
@@ -323,7 +321,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, cons
         }
     }
   });
-  return {out.permute({0, 3, 1, 2}), winners, mean, var, stats};
+  return {out.permute({0, 3, 1, 2}), winners, var, stats};
 }
 
 // Gradients of forward() for the conv weight, gamma and beta (the images take none).
@@ -434,7 +432,7 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_out, const Tensor
 
 TORCH_LIBRARY_FRAGMENT(shufflenas_fused, m) {
   m.def("stem(Tensor x, Tensor weight, Tensor gamma, Tensor beta, float eps, Tensor(a!) running_mean, "
-        "Tensor(b!) running_var, float momentum) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor(b!) running_var, float momentum) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("stem_backward(Tensor grad, Tensor x, Tensor out, Tensor winners, Tensor weight, Tensor gamma, Tensor var, "
         "Tensor stats, float eps) -> (Tensor, Tensor, Tensor)");
 }
