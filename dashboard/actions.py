@@ -86,13 +86,17 @@ def figure_png(figure: Any) -> bytes:
     loaded (1 draw in 15 with six busy processes on 2 cores here) and gets a JavaScript
     ReferenceError; a fresh draw then works, so that one error is tried again.
     """
-    for attempt in range(1, PNG_ATTEMPTS + 1):
+    for _ in range(PNG_ATTEMPTS - 1):
         try:
-            return figure.to_image(format="png", width=1200, height=700, scale=2)
+            return _draw_png(figure)
         except RuntimeError as error:
-            if _PAGE_NOT_READY not in str(error) or attempt == PNG_ATTEMPTS:
+            if _PAGE_NOT_READY not in str(error):
                 raise
-    raise AssertionError("unreachable")
+    return _draw_png(figure)
+
+
+def _draw_png(figure: Any) -> bytes:
+    return figure.to_image(format="png", width=1200, height=700, scale=2)
 
 
 def export_command(

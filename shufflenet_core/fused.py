@@ -59,7 +59,8 @@ def _flags() -> list[str]:
 
 
 def library_path() -> Path:
-    """Where the built library lives: one file per source, flags, torch and Python version."""
+    """Where the built library lives: one file per version of the sources and headers, flags,
+    torch and Python."""
     texts = [path.read_text() for path in (*SOURCES, *sorted(HEADERS))]
     material = "\n".join([*texts, *_flags(), torch.__version__, sysconfig.get_config_var("SOABI") or ""])
     digest = hashlib.sha256(material.encode()).hexdigest()[:16]
