@@ -5,7 +5,8 @@ run as 2 passes over memory forward and 2 backward instead of 6 and 6; the stem 
 ReLU, max pool) is one kernel each way (``csrc/fused_stem.cpp``,
 :mod:`shufflenet_core.fused_stem`), and so is the 3x3 depthwise conv (``csrc/fused_depthwise.cpp``).
 A proxy training step runs 1.22-1.37x faster with them than with PyTorch's ops (README,
-"Performance"). The source is compiled with the
+"Performance"). The same library holds the eval-mode kernels (``csrc/inference.cpp``,
+:mod:`shufflenet_core.inference`). The source is compiled with the
 C++ compiler and ninja that ``torch.utils.cpp_extension`` uses, in a private temporary folder
 by a child process, and the library is moved into ``~/.cache/shufflenas/kernels``
 (``$XDG_CACHE_HOME``) in one rename: parallel workers never see half a file and a killed
@@ -36,7 +37,7 @@ import torch
 __all__ = ["SWITCH", "available", "build", "library_path", "ops", "status"]
 
 SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in (
-    "fused_batch_norm.cpp", "fused_stem.cpp", "fused_depthwise.cpp"))
+    "fused_batch_norm.cpp", "fused_stem.cpp", "fused_depthwise.cpp", "inference.cpp"))
 HEADERS = tuple(Path(__file__).with_name("csrc").glob("*.h"))
 """Included by the sources: part of the library's hash, so a change rebuilds it."""
 SWITCH = "SHUFFLENAS_FUSED_KERNELS"

@@ -16,20 +16,22 @@ from torch.autograd.function import once_differentiable
 from . import fused
 from .ops import exporting, fusable_batch_norm, moved_by_kernel, running_stats_factor
 
-__all__ = ["fused_stem", "fused_stem_usable"]
+__all__ = ["fused_stem", "fused_stem_usable", "is_stem_conv", "is_stem_pool"]
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def _is_stem_conv(conv: nn.Module) -> bool:
+def is_stem_conv(conv: nn.Module) -> bool:
+    """Whether ``conv`` is the stem conv as built: 3x3, stride 2, padding 1, no bias."""
     return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (2, 2)
             and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
             and conv.padding_mode == "zeros")
 
 
-def _is_stem_pool(pool: nn.Module) -> bool:
+def is_stem_pool(pool: nn.Module) -> bool:
+    """Whether ``pool`` is the stem's max pool as built: 3x3, stride 2, padding 1."""
     return (type(pool) is nn.MaxPool2d and _pair(pool.kernel_size) == (3, 3) and _pair(pool.stride) == (2, 2)
             and _pair(pool.padding) == (1, 1) and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode
             and not pool.return_indices)
@@ -39,7 +41,7 @@ def fused_stem_usable(conv: nn.Module, bn: nn.Module, relu: nn.Module, pool: nn.
     """Whether :func:`fused_stem` computes ``pool(relu(bn(conv(x))))``: the ShuffleNet stem's
     layers as built, a training BN with running statistics, float32 CPU images that need no
     gradient, no autocast or export, and the kernels built."""
-    if not (_is_stem_conv(conv) and _is_stem_pool(pool) and type(relu) is nn.ReLU and fusable_batch_norm(bn)):
+    if not (is_stem_conv(conv) and is_stem_pool(pool) and type(relu) is nn.ReLU and fusable_batch_norm(bn)):
         return False
     assert isinstance(conv, nn.Conv2d)
     if conv.weight.dtype != torch.float32:

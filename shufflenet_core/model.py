@@ -13,9 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules import module as _module_globals
 
-from . import packed
+from . import inference, packed
 from .config import ShuffleNetConfig
-from .fused_stem import fused_stem, fused_stem_usable
+from .fused_stem import fused_stem, fused_stem_usable, is_stem_conv, is_stem_pool
 from .ops import (
     DepthwiseConv2d,
     PointwiseConv2d,
@@ -30,6 +30,7 @@ from .ops import (
     fused_map_usable,
     grouped_pointwise_bmm,
     is_channels_last,
+    is_shortcut_average,
     pointwise_affine_bmm,
     pointwise_conv,
     shortcut_pool,
@@ -198,40 +199,71 @@ class ShuffleUnit(nn.Module):
         return _normalize(bn, x) if self.fast else bn(x)
 
     def _can_fold(self, x: torch.Tensor) -> bool:
-        """Inference on NHWC maps: BNs fold into the convs before them (oneDNN packed convs
-        for any shape, else the bmm path on the shapes where it is the fast one)."""
+        """Inference on NHWC maps: BNs fold into the convs before them (the inference kernels,
+        else oneDNN packed convs for any shape, else the bmm path where it is the fast one)."""
         if not _inference_without_autograd(self) or not is_channels_last(x):
             return False
-        if not isinstance(self.pw1, PointwiseConv2d) or not isinstance(self.dw, DepthwiseConv2d) or self.pw2.mode == "conv":
-            return False
-        if _hooked(self.pw1, self.bn1, self.dw, self.bn2, self.pw2, self.bn3):
-            return False  # hooks (MAC counters, profilers) must see every layer run
+        return self._foldable_path(x) is not None
+
+    def _foldable_path(self, x: torch.Tensor) -> str | None:
+        """:meth:`_fold_path`, or None where the layers are not the fast build's or are hooked."""
+        layers = self._modules  # the dict itself: nn.Module's attribute lookup costs a call each
+        pw1, dw, pw2 = layers["pw1"], layers["dw"], layers["pw2"]
+        if (not isinstance(pw1, PointwiseConv2d) or not isinstance(dw, DepthwiseConv2d)
+                or not isinstance(pw2, PointwiseConv2d) or pw2.mode == "conv"):
+            return None
+        if _hooked(*(layer for layer in layers.values() if layer is not None)):
+            return None  # hooks (MAC counters, profilers) must see every layer run
+        return self._fold_path(x)
+
+    def _fold_path(self, x: torch.Tensor) -> str | None:
+        """Which folded layers run ``x``: "kernels" (:mod:`shufflenet_core.inference`),
+        "packed" (oneDNN), "bmm", or None (no folding)."""
+        if inference.usable_for(x) and self.dw.kernel_size == (3, 3) and self.stride in (1, 2) and (
+                self.stride == 1 or is_shortcut_average(self.shortcut)):
+            return "kernels"
+        if packed.usable_for(x):
+            return "packed"
         batch, _, height, width = x.shape
-        return packed.usable_for(x) or uses_bmm(self.pw1.mode, self.pw1.groups, batch, height, width)
+        pw1 = self.pw1
+        assert isinstance(pw1, PointwiseConv2d), "callers checked the layers"
+        return "bmm" if uses_bmm(pw1.mode, pw1.groups, batch, height, width) else None
 
     def train(self, mode: bool = True) -> ShuffleUnit:
         self._folded = None
         return super().train(mode)
 
-    def _folded_layers(self, x: torch.Tensor) -> tuple:
-        """pw1+bn1, dw+bn2 and pw2+bn3 folded for inference on inputs shaped like ``x``,
-        cached until a parameter or buffer changes (see :func:`_fold_key`)."""
-        key = _fold_key(self, x)
-        self._folded = _refreshed(self._folded, key, lambda: self._fold(x.shape, use_packed=key[1]))
+    def _folded_layers(self, x: torch.Tensor, path: str | None = None) -> tuple:
+        """pw1+bn1, dw+bn2 and pw2+bn3 folded for inference on inputs shaped like ``x`` (on
+        ``path``, default :meth:`_fold_path`), cached until a parameter or buffer changes (see
+        :func:`_fold_key`)."""
+        key = _fold_key(self, x, path or self._fold_path(x))
+        self._folded = _refreshed(self._folded, key, lambda: self._fold(x.shape, path=key[1]))
         return self._folded[1]
 
-    def _fold(self, shape: torch.Size, *, use_packed: bool) -> tuple:
+    def _fold(self, shape: torch.Size, *, path: str) -> tuple:
         pw1_scale, pw1_shift = batch_norm_affine(self.bn1)
         pw2_scale, pw2_shift = batch_norm_affine(self.bn3)
-        # Packed, the shuffle moves after the depthwise conv, whose weights take the unshuffled order.
-        dw_weight, dw_shift = self._folded_depthwise(unshuffled=use_packed and self.shuffle)
-        if not use_packed:
+        # Packed or in the kernels, the shuffle moves after the depthwise conv, whose weights take
+        # the unshuffled order.
+        dw_weight, dw_shift = self._folded_depthwise(unshuffled=path != "bmm" and self.shuffle)
+        if path == "kernels":
+            mid = self.bn1.num_features
+            order = shuffle_order(mid, self.groups) if self.shuffle else None  # pw2 reads through it
+            return (
+                inference.pack_pointwise(self.pw1.weight * pw1_scale.reshape(-1, 1, 1, 1), pw1_shift, self.pw1.groups),
+                inference.pack_depthwise(dw_weight, dw_shift),
+                inference.pack_pointwise(self.pw2.weight * pw2_scale.reshape(-1, 1, 1, 1), pw2_shift, self.pw2.groups,
+                                         order),
+                inference.shortcut_pool_taps(shape[1]) if self.stride == 2 else None,
+            )
+        if path == "bmm":
             return (*fold_pointwise(self.pw1.weight, self.pw1.groups, pw1_scale, pw1_shift), dw_weight, dw_shift,
                     *fold_pointwise(self.pw2.weight, self.pw2.groups, pw2_scale, pw2_shift))
         batch, _, height, width = shape
         mid = self.bn1.num_features
         out_height, out_width = (height - 1) // self.stride + 1, (width - 1) // self.stride + 1
-        order = torch.tensor(shuffle_order(mid, self.groups)) if self.shuffle else None
+        shuffle = torch.tensor(shuffle_order(mid, self.groups)) if self.shuffle else None
         return (
             packed.pack_conv(self.pw1.weight * pw1_scale.reshape(-1, 1, 1, 1), pw1_shift, stride=1,
                              groups=self.pw1.groups, input_shape=shape),
@@ -239,13 +271,15 @@ class ShuffleUnit(nn.Module):
                              input_shape=torch.Size((batch, mid, height, width))),
             packed.pack_conv(self.pw2.weight * pw2_scale.reshape(-1, 1, 1, 1), pw2_shift, stride=1,
                              groups=self.pw2.groups, input_shape=torch.Size((batch, mid, out_height, out_width))),
-            order,
+            shuffle,
         )
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` in eval mode without autograd, each BN folded into the conv before
         it: fewer passes over memory, fewer calls."""
         layers = self._folded_layers(x)
+        if isinstance(layers[0], inference.PackedPointwise):
+            return self._forward_kernels(x, *layers)
         if isinstance(layers[0], packed.PackedConv):
             return self._forward_packed(x, *layers)
         pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias = layers
@@ -258,6 +292,47 @@ class ShuffleUnit(nn.Module):
         if self.stride == 1:
             return F.relu_(branch.add_(x))
         return torch.cat((self.shortcut(x), F.relu_(branch)), dim=1)
+
+    def _forward_kernels(self, x: torch.Tensor, pw1: inference.PackedPointwise, dw: inference.PackedDepthwise,
+                         pw2: inference.PackedPointwise, pool: inference.PackedDepthwise | None, *,
+                         reuse: bool = False, overwrite: bool = False, out_slot: int | None = None) -> torch.Tensor:
+        """The folded unit in the inference kernels: pw1 + ReLU, the depthwise conv, pw2 reading
+        its input through the shuffle, + residual + ReLU; a stride-2 unit's pool and branch
+        write their halves of the output, so there is no concat. Inside the model's own loop
+        (:meth:`ShuffleNetV1.forward_features`): ``reuse`` puts pw1's and the depthwise conv's
+        outputs in reused buffers; ``overwrite`` lets a stride-1 unit write its output over
+        ``x`` (each output value reads only its own residual value first); ``out_slot`` puts a
+        stride-2 unit's output in that reused buffer."""
+        batch, _, height, width = x.shape
+        mid = pw1.bias.shape[0] * pw1.per_group
+        if reuse:
+            first = inference.pointwise(x, pw1, relu=True, out=inference.scratch_map(0, batch, mid, height, width))
+            out_height, out_width = (height - 1) // self.stride + 1, (width - 1) // self.stride + 1
+            branch = inference.depthwise(first, dw, self.stride,
+                                         out=inference.scratch_map(1, batch, mid, out_height, out_width))
+        else:
+            branch = inference.depthwise(inference.pointwise(x, pw1, relu=True), dw, self.stride)
+        if pool is None:
+            return inference.pointwise(branch, pw2, relu=True, residual=x, out=x if overwrite else None)
+        _, _, out_height, out_width = branch.shape
+        channels = x.shape[1] + pw2.per_group * pw2.bias.shape[0]
+        if out_slot is None:
+            out = torch.empty((batch, channels, out_height, out_width), dtype=x.dtype, memory_format=torch.channels_last)
+        else:
+            out = inference.scratch_map(out_slot, batch, channels, out_height, out_width)
+        inference.depthwise(x, pool, 2, out=out)
+        return inference.pointwise(branch, pw2, relu=True, out=out, offset=x.shape[1])
+
+    def _forward_own_map(self, x: torch.Tensor, *, owned: bool, out_slot: int | None) -> tuple[torch.Tensor, bool]:
+        """``self(x)`` inside the model's loop, in eval without autograd, and whether the result
+        is the model's own (no hook saw it). The kernels reuse buffers, and write over ``x``
+        if it is ``owned``; a stride-2 unit writes into buffer ``out_slot`` if given. A unit
+        that hooks or other layers keep from the kernels runs as a module on a map of its own."""
+        path = None if _hooked(self) else self._foldable_path(x)
+        if path != "kernels":
+            return self(x.clone() if inference.is_scratch(x) else x), False
+        layers = self._folded_layers(x, path)
+        return self._forward_kernels(x, *layers, reuse=True, overwrite=owned, out_slot=out_slot), True
 
     def _forward_packed(self, x: torch.Tensor, pw1: packed.PackedConv, dw: packed.PackedConv,
                         pw2: packed.PackedConv, order: torch.Tensor | None) -> torch.Tensor:
@@ -297,12 +372,18 @@ def _refreshed(cache: tuple | None, key: tuple, build) -> tuple:
         return key, build()
 
 
-def _fold_key(module: nn.Module, x: torch.Tensor) -> tuple:
+def _fold_key(module: nn.Module, x: torch.Tensor, path: object) -> tuple:
     """What a fold of ``module``'s layers depends on: the input shape (packed layouts are
-    chosen per shape), whether packed convs run (oneDNN on, float32), and every parameter and buffer (in-place
-    updates bump ``_version``; new storage changes the pointer)."""
-    tensors = [t for m in module.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
-    return (tuple(x.shape), packed.usable_for(x), tuple((t.data_ptr(), t._version) for t in tensors))
+    chosen per shape), which folded layers run (``path``), and every parameter and buffer
+    (in-place updates bump ``_version``; new storage changes the pointer)."""
+    state: list[tuple[int, int]] = []
+    pending = [module]
+    while pending:  # module.modules() without its memo and names: this runs every forward
+        current = pending.pop()
+        state.extend((t.data_ptr(), t._version) for t in current._parameters.values() if t is not None)
+        state.extend((t.data_ptr(), t._version) for t in current._buffers.values() if t is not None)
+        pending.extend(child for child in current._modules.values() if child is not None)
+    return (tuple(x.shape), path, tuple(state))
 
 
 class _Stem(nn.Sequential):
@@ -336,7 +417,7 @@ class ShuffleNetV1(nn.Module):
         self.stages = nn.Sequential(*(nn.Sequential(*units) for units in stages))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(config.stage_out_channels[-1], config.num_classes, bias=False)
-        self._stem_folded: tuple[tuple, packed.PackedConv] | None = None
+        self._stem_folded: tuple[tuple, tuple] | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channels_last or x.dim() != 4 or exporting():
@@ -345,9 +426,15 @@ class ShuffleNetV1(nn.Module):
         # are all faster in NHWC, and the folded units need it.
         if self.training and self._can_fuse_stem(x):
             return self.stages(fused_stem(self.stem.conv, self.stem.bn, x))
+        if self._stem_kernel_usable(x):  # any memory format: the kernel reads the image as it is
+            weight, bias = self._folded_stem(x, "kernels")
+            if _hooked(self.stages, *self.stages):  # a stage's hook would keep its maps
+                return self.stages(inference.stem(x, weight, bias, self.stem.conv.out_channels))
+            return self._run_stages_own_maps(x, weight, bias)
         x = _as_channels_last(x)
-        if self._can_fold_stem(x):
-            x = packed.run_packed(self._folded_stem(x), x, relu=True)
+        if self._can_fold_stem(x) and packed.usable_for(x):
+            (conv,) = self._folded_stem(x, "packed")
+            x = packed.run_packed(conv, x, relu=True)
             return self.stages(self.stem.pool(x.contiguous(memory_format=torch.channels_last)))
         x = _normalize(self.stem.bn, self.stem.conv(x).contiguous(memory_format=torch.channels_last))
         if _hooked(self.stem.relu, self.stem.pool):
@@ -356,6 +443,30 @@ class ShuffleNetV1(nn.Module):
         # pooled map touches a quarter of the values, forward and backward.
         return self.stages(self.stem.relu(self.stem.pool(x)))
 
+    def _run_stages_own_maps(self, image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Stem and stages in the inference kernels, every map the model's own: the units reuse
+        buffers and write in place, and the stem's and stride-2 units' outputs alternate
+        between two reused buffers (a unit reads one, writes the other); the last stage's maps
+        are fresh, since they are returned."""
+        conv = self.stem.conv
+        height, width = (image.shape[2] - 1) // 2 + 1, (image.shape[3] - 1) // 2 + 1
+        slot = 2
+        x = inference.stem(image, weight, bias, conv.out_channels,
+                           out=inference.scratch_map(slot, image.shape[0], conv.out_channels, (height - 1) // 2 + 1,
+                                                     (width - 1) // 2 + 1))
+        last = len(self.stages) - 1
+        owned = True
+        for index, stage in enumerate(self.stages):
+            assert isinstance(stage, nn.Sequential)
+            for unit in stage:
+                if not isinstance(unit, ShuffleUnit):
+                    x, owned = unit(x.clone() if inference.is_scratch(x) else x), False
+                    continue
+                if unit.stride == 2:
+                    slot = 5 - slot  # 2 <-> 3
+                x, owned = unit._forward_own_map(x, owned=owned, out_slot=slot if index < last else None)
+        return x.clone() if inference.is_scratch(x) else x  # what is returned is never a reused buffer
+
     def _can_fuse_stem(self, x: torch.Tensor) -> bool:
         """Training with the fused kernels: the whole stem is one kernel each way."""
         stem = self.stem
@@ -363,20 +474,28 @@ class ShuffleNetV1(nn.Module):
                 and fused_stem_usable(stem.conv, stem.bn, stem.relu, stem.pool, x))
 
     def _can_fold_stem(self, x: torch.Tensor) -> bool:
-        """Inference with oneDNN packed convs: the stem's BN folds into its conv, ReLU fused."""
+        """Inference: the stem's BN folds into its conv, ReLU fused (oneDNN packed conv)."""
         stem = self.stem
-        return (_inference_without_autograd(self) and packed.usable_for(x)
-                and isinstance(stem.bn, nn.BatchNorm2d) and isinstance(stem.relu, nn.ReLU)
-                and not _hooked(stem.conv, stem.bn, stem.relu))
+        return (_inference_without_autograd(self) and isinstance(stem.bn, nn.BatchNorm2d)
+                and isinstance(stem.relu, nn.ReLU) and not _hooked(stem.conv, stem.bn, stem.relu))
 
-    def _folded_stem(self, x: torch.Tensor) -> packed.PackedConv:
-        def fold() -> packed.PackedConv:
+    def _stem_kernel_usable(self, x: torch.Tensor) -> bool:
+        """Inference in one kernel: conv + folded BN + ReLU + max pool (the stem as built)."""
+        stem = self.stem
+        return (self._can_fold_stem(x) and not _hooked(stem.pool) and is_stem_conv(stem.conv)
+                and is_stem_pool(stem.pool) and x.shape[1] == stem.conv.in_channels and inference.usable_for(x))
+
+    def _folded_stem(self, x: torch.Tensor, path: str) -> tuple:
+        """The stem conv with its BN folded, packed for ``path`` ("kernels" or "packed")."""
+        def fold() -> tuple:
             scale, shift = batch_norm_affine(self.stem.bn)
             conv = self.stem.conv
-            return packed.pack_conv(conv.weight * scale.reshape(-1, 1, 1, 1), shift, stride=conv.stride[0],
-                                    groups=conv.groups, input_shape=x.shape)
+            weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+            if path == "kernels":
+                return inference.pack_stem(weight, shift)
+            return (packed.pack_conv(weight, shift, stride=conv.stride[0], groups=conv.groups, input_shape=x.shape),)
 
-        self._stem_folded = _refreshed(self._stem_folded, _fold_key(self.stem, x), fold)
+        self._stem_folded = _refreshed(self._stem_folded, _fold_key(self.stem, x, path), fold)
         return self._stem_folded[1]
 
     def train(self, mode: bool = True) -> ShuffleNetV1:

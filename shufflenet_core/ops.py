@@ -30,6 +30,7 @@ __all__ = [
     "depthwise_conv",
     "exporting",
     "fold_pointwise",
+    "is_shortcut_average",
     "fusable_batch_norm",
     "fused_batch_norm",
     "fused_batch_norm_usable",
@@ -573,11 +574,17 @@ def _inputs_seen(outputs: range, tap: int, stride: int, padding: int) -> slice:
     return slice(stride * outputs.start + tap - padding, stride * (outputs.stop - 1) + tap - padding + 1, stride)
 
 
+def is_shortcut_average(pool: nn.Module) -> bool:
+    """Whether ``pool`` is the stride-2 shortcut as built: ``AvgPool2d(3, 2, 1)`` counting the
+    padding, i.e. a 3x3 depthwise conv of weights 1/9."""
+    return (isinstance(pool, nn.AvgPool2d) and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
+            and not pool.ceil_mode and pool.count_include_pad and pool.divisor_override is None)
+
+
 def shortcut_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``pool(x)`` for the stride-2 unit's shortcut; in training on tiny NHWC maps, the same
     average as a depthwise conv (see :data:`POOL_AS_CONV_MAX_POSITIONS`)."""
-    if (not isinstance(pool, nn.AvgPool2d) or (pool.kernel_size, pool.stride, pool.padding) != (3, 2, 1)
-            or pool.ceil_mode or not pool.count_include_pad or pool.divisor_override is not None):
+    if not is_shortcut_average(pool):
         return pool(x)
     if not torch.is_grad_enabled() or not is_channels_last(x) or exporting():
         return pool(x)

@@ -33,3 +33,14 @@ def assert_training_batch_norm_close(out, expected, x, reference_x, bn, referenc
     for name, value in reference_bn.state_dict().items():
         torch.testing.assert_close(bn.state_dict()[name], value.to(bn.state_dict()[name].dtype), atol=1e-6, rtol=1e-6,
                                    msg=name)
+
+
+def randomize_batch_norms(model: torch.nn.Module) -> None:
+    """Non-trivial statistics and affines, so a wrong fold cannot hide behind identity BNs."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.5)

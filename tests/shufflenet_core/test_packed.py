@@ -6,9 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from shufflenet_core import ShuffleNetConfig, build_model, packed
+from shufflenet_core import ShuffleNetConfig, build_model, fused, packed
+
+from .checks import randomize_batch_norms
 
 pytestmark = pytest.mark.skipif(not packed.available(), reason="this torch build has no oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def inference_kernels_off(monkeypatch):
+    """The packed convs are the fallback where the inference kernels are off or unbuilt."""
+    monkeypatch.setenv(fused.SWITCH, "0")
 
 CASES = [
     (ShuffleNetConfig.from_width(3, 1.0), 1),
@@ -18,21 +26,10 @@ CASES = [
 ]
 
 
-def _randomize_batch_norms(model: nn.Module) -> None:
-    """Non-trivial statistics and affines, so a wrong fold cannot hide behind identity BNs."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.5)
-
-
 def _pair(config: ShuffleNetConfig) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     fast = build_model(config)
-    _randomize_batch_norms(fast)
+    randomize_batch_norms(fast)
     plain = build_model(config, fast=False)
     plain.load_state_dict(fast.state_dict())
     return fast.eval(), plain.eval()
