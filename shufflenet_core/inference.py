@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 
 from . import fused
+from .structure import conv_output_size, stem_output_size
 
 __all__ = [
     "PackedDepthwise",
@@ -140,10 +141,10 @@ def scratch_map(slot: int, batch: int, channels: int, height: int, width: int) -
         return view
     size = batch * channels * height * width
     if size > SCRATCH_MAX_FLOATS:
-        return torch.empty((batch, channels, height, width), memory_format=torch.channels_last)
+        return torch.empty((batch, channels, height, width), dtype=torch.float32, memory_format=torch.channels_last)
     buffers = _scratch.buffers
     if slot not in buffers or buffers[slot].numel() < size:
-        buffers[slot] = torch.empty(size)
+        buffers[slot] = torch.empty(size, dtype=torch.float32)  # the kernels' type, whatever the default
         for stale in [known for known in views if known[0] == slot]:  # views of the old buffer
             del views[stale]
     if len(views) >= SCRATCH_MAX_VIEWS:  # inputs of ever new shapes: keep the cache bounded
@@ -175,7 +176,7 @@ def depthwise(x: torch.Tensor, conv: PackedDepthwise, stride: int, *, out: torch
     ``out`` (a new map when none is given), which it returns."""
     batch, channels, height, width = x.shape
     if out is None:
-        out = _map(batch, channels, (height - 1) // stride + 1, (width - 1) // stride + 1, x)
+        out = _map(batch, channels, conv_output_size(height, stride=stride), conv_output_size(width, stride=stride), x)
     fused.ops().depthwise_infer(x, conv.taps, conv.bias, stride, out, offset)
     return out
 
@@ -185,7 +186,6 @@ def stem(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, channels: in
     """max_pool(relu(conv(x) + bias)), 3x3/2 each, of an image (any memory format), into
     ``out`` (a new NHWC map when none is given), which it returns."""
     if out is None:
-        height, width = (x.shape[2] - 1) // 2 + 1, (x.shape[3] - 1) // 2 + 1
-        out = _map(x.shape[0], channels, (height - 1) // 2 + 1, (width - 1) // 2 + 1, x)
+        out = _map(x.shape[0], channels, stem_output_size(x.shape[2])[1], stem_output_size(x.shape[3])[1], x)
     fused.ops().stem_infer(x, weight, bias, channels, out)
     return out

@@ -36,7 +36,7 @@ from .ops import (
     shortcut_pool,
     uses_bmm,
 )
-from .structure import UnitSpec, unit_specs
+from .structure import UnitSpec, conv_output_size, stem_output_size, unit_specs
 
 __all__ = ["ShuffleNetV1", "ShuffleUnit", "build_model", "channel_shuffle"]
 
@@ -307,7 +307,7 @@ class ShuffleUnit(nn.Module):
         mid = pw1.bias.shape[0] * pw1.per_group
         if reuse:
             first = inference.pointwise(x, pw1, relu=True, out=inference.scratch_map(0, batch, mid, height, width))
-            out_height, out_width = (height - 1) // self.stride + 1, (width - 1) // self.stride + 1
+            out_height, out_width = conv_output_size(height, stride=self.stride), conv_output_size(width, stride=self.stride)
             branch = inference.depthwise(first, dw, self.stride,
                                          out=inference.scratch_map(1, batch, mid, out_height, out_width))
         else:
@@ -448,12 +448,11 @@ class ShuffleNetV1(nn.Module):
         buffers and write in place, and the stem's and stride-2 units' outputs alternate
         between two reused buffers (a unit reads one, writes the other); the last stage's maps
         are fresh, since they are returned."""
-        conv = self.stem.conv
-        height, width = (image.shape[2] - 1) // 2 + 1, (image.shape[3] - 1) // 2 + 1
+        channels = self.stem.conv.out_channels
         slot = 2
-        x = inference.stem(image, weight, bias, conv.out_channels,
-                           out=inference.scratch_map(slot, image.shape[0], conv.out_channels, (height - 1) // 2 + 1,
-                                                     (width - 1) // 2 + 1))
+        x = inference.stem(image, weight, bias, channels,
+                           out=inference.scratch_map(slot, image.shape[0], channels, stem_output_size(image.shape[2])[1],
+                                                     stem_output_size(image.shape[3])[1]))
         last = len(self.stages) - 1
         owned = True
         for index, stage in enumerate(self.stages):

@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -41,12 +40,6 @@ constexpr int64_t CHUNK_FLOATS = 4096;  // output floats per chunk of rows (16 K
 void check_map(const Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor");
 }
-
-// Where a kernel writes: rows of `stride` floats, starting `offset` floats into each row.
-struct Rows {
-  float* data;
-  int64_t stride;
-};
 
 #ifdef SHUFFLENAS_AVX2
 

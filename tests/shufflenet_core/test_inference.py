@@ -7,6 +7,8 @@ takes them for the stem and every unit, with the plain build's outputs.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -270,3 +272,25 @@ def test_inference_mode_and_no_grad_share_the_reused_buffers() -> None:
     with torch.inference_mode():
         third = fast(image)
     assert torch.equal(first, second) and torch.equal(second, third)
+
+
+def test_the_reused_buffers_are_float32_whatever_the_default_dtype() -> None:
+    """A fresh thread (no buffers yet) under a float64 default still runs a float32 model."""
+    fast, image = _small_model()
+    with torch.no_grad():
+        expected = fast(image)
+    results: list[torch.Tensor] = []
+
+    def run() -> None:
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            with torch.no_grad():
+                results.append(fast(image))
+        finally:
+            torch.set_default_dtype(previous)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert len(results) == 1 and torch.equal(results[0], expected)
