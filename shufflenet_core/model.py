@@ -118,8 +118,9 @@ class ShuffleUnit(nn.Module):
         self._folded: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._can_fold(x):
-            return self._forward_folded(x)
+        path = self._fold_route(x)
+        if path is not None:
+            return self._forward_folded(x, path)
         if self._can_fuse(x):
             return self._forward_fused(x)
         if self.shuffle and not self.training and torch.onnx.is_in_onnx_export():
@@ -198,12 +199,13 @@ class ShuffleUnit(nn.Module):
         """``bn(x)``; the fast build trains NHWC maps with the accurate NHWC kernel."""
         return _normalize(bn, x) if self.fast else bn(x)
 
-    def _can_fold(self, x: torch.Tensor) -> bool:
+    def _fold_route(self, x: torch.Tensor) -> str | None:
         """Inference on NHWC maps: BNs fold into the convs before them (the inference kernels,
-        else oneDNN packed convs for any shape, else the bmm path where it is the fast one)."""
+        else oneDNN packed convs for any shape, else the bmm path where it is the fast one).
+        The :meth:`_fold_path` to take, or None to run the layers as they are."""
         if not _inference_without_autograd(self) or not is_channels_last(x):
-            return False
-        return self._foldable_path(x) is not None
+            return None
+        return self._foldable_path(x)
 
     def _foldable_path(self, x: torch.Tensor) -> str | None:
         """:meth:`_fold_path`, or None where the layers are not the fast build's or are hooked."""
@@ -233,11 +235,11 @@ class ShuffleUnit(nn.Module):
         self._folded = None
         return super().train(mode)
 
-    def _folded_layers(self, x: torch.Tensor, path: str | None = None) -> tuple:
+    def _folded_layers(self, x: torch.Tensor, path: str) -> tuple:
         """pw1+bn1, dw+bn2 and pw2+bn3 folded for inference on inputs shaped like ``x`` (on
-        ``path``, default :meth:`_fold_path`), cached until a parameter or buffer changes (see
+        ``path``, a :meth:`_fold_path`), cached until a parameter or buffer changes (see
         :func:`_fold_key`)."""
-        key = _fold_key(self, x, path or self._fold_path(x))
+        key = _fold_key(self, x, path)
         self._folded = _refreshed(self._folded, key, lambda: self._fold(x.shape, path=key[1]))
         return self._folded[1]
 
@@ -274,10 +276,10 @@ class ShuffleUnit(nn.Module):
             shuffle,
         )
 
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_folded(self, x: torch.Tensor, path: str) -> torch.Tensor:
         """:meth:`forward` in eval mode without autograd, each BN folded into the conv before
         it: fewer passes over memory, fewer calls."""
-        layers = self._folded_layers(x)
+        layers = self._folded_layers(x, path)
         if isinstance(layers[0], inference.PackedPointwise):
             return self._forward_kernels(x, *layers)
         if isinstance(layers[0], packed.PackedConv):
@@ -286,7 +288,7 @@ class ShuffleUnit(nn.Module):
         # The shuffle rides in pw1's output copy.
         branch = F.relu_(pointwise_affine_bmm(x, pw1_weight, pw1_bias, self.groups if self.shuffle else 1))
         dw = self.dw
-        assert isinstance(dw, DepthwiseConv2d), "_can_fold admits only the fast depthwise layer"
+        assert isinstance(dw, DepthwiseConv2d), "_fold_route admits only the fast depthwise layer"
         branch = dw.forward_affine(branch, dw_weight, dw_bias)
         branch = pointwise_affine_bmm(branch, pw2_weight, pw2_bias)
         if self.stride == 1:
