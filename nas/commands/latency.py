@@ -200,7 +200,8 @@ def validate(
     budget: str | None = typer.Option(None, "--budget", help="With --space: the FLOP budget, e.g. 140M."),
     tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, help="Relative error counted as a hit."),
     seed: int = typer.Option(1000, "--seed"),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: the table's."),
+    threads: int | None = typer.Option(None, "--threads", min=1,
+                                       help="Default: the table's (another count is refused)."),
     runs: int = RUNS, warmup: int = WARMUP, clock: str | None = typer.Option(None, "--clock"),
     timeout: float = TIMEOUT,
     known_hosts: Path | None = KNOWN_HOSTS, identity_file: Path | None = IDENTITY,
@@ -215,6 +216,8 @@ def validate(
     from nas.latency.space import load_config_space
 
     lut = LatencyLUT.load(lut_path)
+    if threads is not None:  # runs at another thread count would report that count's effect as the table's error
+        lut.check_matches(lut.runtime, lut.precision, threads, path=lut_path)
     config_space = load_config_space(space, _budget(budget))
     target = _device(device, known_hosts, identity_file, ssh_config, accept_new_host_key, remote_python, benchmark_binary,
                      executor_runner)

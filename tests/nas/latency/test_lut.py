@@ -415,6 +415,15 @@ def test_cli_build_validate_and_bad_table(nas, tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
+def test_cli_validate_refuses_other_threads_than_the_tables(nas, tmp_path):
+    """A table timed at 1 thread judged by runs at 2 would report the thread count's effect as its error."""
+    table = LatencyLUT(device={"kind": "local"}, entries={}, settings={"threads": 1}).save(tmp_path / "lut.json")
+    done = nas("latency", "validate", "--device", "local", "--lut", str(table), "--threads", "2", "--clock", "wall",
+               "--n", "2")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "was timed in onnxruntime fp32, 1 thread; this asks for onnxruntime fp32, 2 threads" in done.stderr
+
+
 def test_cli_validate_says_so_when_the_calibration_networks_are_the_whole_space(nas, tmp_path):
     from nas.latency.space import load_config_space
 
