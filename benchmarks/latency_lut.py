@@ -109,8 +109,8 @@ def compare_estimators(info: dict[str, Any], build_sessions: list[list[Timing]],
     new measurement, and no files, so the exports are skipped), as markdown rows."""
     print("the same sessions, reduced by each estimator (replayed, not re-measured); share within +-10% "
           "(median |error|, max):")
-    print("| estimator | held out | validation | validation again | same configs within +-10% of themselves |")
-    print("|---|---|---|---|---|")
+    print("| estimator | overhead | held out | validation | validation again | same configs within +-10% of themselves |")
+    print("|---|---|---|---|---|---|")
     def no_file(*args: Any, **kwargs: Any) -> Path:  # a replay reads no file: the export is skipped
         return Path(f"{kwargs.get('name') or args[2]}.onnx")
 
@@ -122,8 +122,8 @@ def compare_estimators(info: dict[str, Any], build_sessions: list[list[Timing]],
                               sessions=len(build_sessions), attempts=len(build_sessions))
             reports = [validate_lut(Replay(info, [session]), table, validation, settings=settings)
                        for session in validation_sessions]
-            cells = [_share(table.holdout_report())] + [_share(report) for report in reports]
-            cells += ["-"] * (3 - len(cells))
+            cells = [table.describe_overhead(), _share(table.holdout_report())] + [_share(report) for report in reports]
+            cells += ["-"] * (4 - len(cells))
             cells.append(f"{100 * _reproduced(*reports):.1f}%" if len(reports) == 2 else "-")
             print(f"| {estimator} | " + " | ".join(cells) + " |", flush=True)
 

@@ -4,14 +4,16 @@ the sum of its entries plus a calibrated overhead. The file names its runtime, p
 threads, and a search that asks for other ones is refused (:meth:`LatencyLUT.check_matches`).
 
 The overhead is calibrated on whole networks measured in the same session:
-``predicted = scale * sum(entries) + per_component_ms * components + constant_ms``, fitted
-for the least squared relative error (``constant_ms`` is 0 today and kept in the file
-format). Each component timed alone pays the runtime's fixed cost of one run (binding,
-dispatch), which a network pays once, not once per unit: ``per_component_ms`` comes out
-negative. And a unit timed alone finds its weights in cache while inside a network the other
-units have evicted them: ``scale`` comes out above 1. One scale alone left small networks
-over- and large ones under-predicted (80-88% within +-10% here); both terms gave 92-98%
-(README "On-device latency").
+``predicted = scale * sum(entries) + per_component_ms * components
++ beyond_cache_ms * max(0, unit_mparams - cache_mparams) + constant_ms``, fitted for the least
+squared relative error (``constant_ms`` is 0 today and kept in the file format). Each component
+timed alone pays the runtime's fixed cost of one run (binding, dispatch), which a network pays
+once, not once per unit: ``per_component_ms`` comes out negative. One scale alone left small
+networks over- and large ones under-predicted (80-88% within +-10% here); both terms gave
+92-98%. A unit timed alone runs again and again on weights its core's cache keeps; inside a
+network whose units' weights together outgrow that cache, they come from further out: the
+beyond-cache term, with the cache size chosen from a grid by leave-one-out error on the
+calibration networks and kept only where it predicts them better (README "On-device latency").
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from nas.errors import UserError
 from nas.latency.devices import Device
 from nas.latency.measure import export_for_runtime, export_module_for_runtime
 from nas.latency.timing import ESTIMATORS, RunSettings, Timing, check_estimator, estimate_ms
+from shufflenet_core.complexity import complexity
 from shufflenet_core.config import ShuffleNetConfig
 from shufflenet_core.structure import stem_output_size, unit_specs
 
@@ -38,10 +41,24 @@ __all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "Validat
            "sample_distinct"]
 
 LUT_FORMAT = "shufflenas-latency-lut"
-LUT_VERSION = 2
+LUT_VERSION = 3
 """2 added the runtime and precision the table was timed in; a version-1 table was timed in
-ONNX Runtime at float32 and is read as such."""
-READABLE_VERSIONS = (1, 2)
+ONNX Runtime at float32 and is read as such. 3 added the beyond-cache term (older tables
+were fitted without it and are read with none)."""
+READABLE_VERSIONS = (1, 2, 3)
+CACHE_GRID_MPARAMS = tuple(0.0625 * 2 ** (step / 4) for step in range(33))
+"""Cache sizes the beyond-cache term tries, in millions of weights: 0.0625-16 M (0.25-64 MiB
+at float32), a quarter octave apart."""
+CACHE_TERM_GAIN = 0.02
+"""The beyond-cache term is kept only where it lowers the leave-one-out error of the
+calibration networks by at least this share: a third term fits any 32 points a little better."""
+
+
+def unit_mparams(config: ShuffleNetConfig) -> float:
+    """Millions of weights of the stem and units: what the beyond-cache term counts (the
+    classifier, timed alone, already streams its weights once per run, as in a network)."""
+    counted = complexity(config)
+    return (counted.params - counted.classifier_macs) / 1e6
 
 
 def _unit_key(spec: Any) -> str:
@@ -118,6 +135,9 @@ class LatencyLUT:
     scale: float = 1.0
     constant_ms: float = 0.0
     per_component_ms: float = 0.0
+    beyond_cache_ms: float = 0.0
+    """ms per million unit weights beyond :attr:`cache_mparams` (0: no such term)."""
+    cache_mparams: float = 0.0
     calibration: list[dict[str, Any]] = field(default_factory=list)
     holdout: list[dict[str, Any]] = field(default_factory=list)
     """Networks measured in the build session but kept out of the fit: a check of the table
@@ -175,11 +195,16 @@ class LatencyLUT:
     def predict(self, config: ShuffleNetConfig) -> float:
         """Predicted latency (ms, the table's :attr:`estimator` of its runs): sum of entries + calibrated overhead."""
         components = len(component_keys(config))
-        return self.sum_ms(config) * self.scale + self.per_component_ms * components + self.constant_ms
+        predicted = self.sum_ms(config) * self.scale + self.per_component_ms * components + self.constant_ms
+        if self.beyond_cache_ms:
+            predicted += self.beyond_cache_ms * max(0.0, unit_mparams(config) - self.cache_mparams)
+        return predicted
 
     def describe_overhead(self) -> str:
         constant = f" {self.constant_ms:+.3f} ms" if self.constant_ms else ""
-        return (f"x{self.scale:.3f} {1000 * self.per_component_ms:+.1f} us per component{constant} "
+        cache = (f" +{self.beyond_cache_ms:.3f} ms per M unit weights beyond {self.cache_mparams:.2f} M"
+                 if self.beyond_cache_ms else "")
+        return (f"x{self.scale:.3f} {1000 * self.per_component_ms:+.1f} us per component{cache}{constant} "
                 f"(from {len(self.calibration)} networks)")
 
     # -- JSON ------------------------------------------------------------------------------
@@ -188,6 +213,7 @@ class LatencyLUT:
             "format": LUT_FORMAT, "version": LUT_VERSION, "created": self.created, "space": self.space,
             "device": self.device, "runtime": self.runtime, "precision": self.precision, "settings": self.settings,
             "overhead": {"scale": self.scale, "per_component_ms": self.per_component_ms,
+                         "beyond_cache_ms_per_mparam": self.beyond_cache_ms, "cache_mparams": self.cache_mparams,
                          "constant_ms": self.constant_ms},
             "calibration": self.calibration, "holdout": self.holdout, "entries": dict(sorted(self.entries.items())),
         }
@@ -233,7 +259,9 @@ class LatencyLUT:
         return cls(device=data.get("device", {}), entries={k: float(v) for k, v in data["entries"].items()},
                    settings=settings, scale=float(overhead.get("scale", 1.0)),
                    constant_ms=float(overhead.get("constant_ms", 0)),
-                   per_component_ms=float(overhead.get("per_component_ms", 0)), calibration=data.get("calibration", []),
+                   per_component_ms=float(overhead.get("per_component_ms", 0)),
+                   beyond_cache_ms=float(overhead.get("beyond_cache_ms_per_mparam", 0)),
+                   cache_mparams=float(overhead.get("cache_mparams", 0)), calibration=data.get("calibration", []),
                    holdout=data.get("holdout", []),
                    space=data.get("space", ""), created=data.get("created", ""),
                    runtime=str(data.get("runtime", "onnxruntime")), precision=str(data.get("precision", "fp32")))
@@ -263,6 +291,48 @@ def _fit_overhead(points: Sequence[tuple[float, int, float]]) -> tuple[float, fl
     if any(scale * total + per_component * count < 0.5 * total for total, count, _ in usable):
         return scale_only, 0.0
     return scale, per_component
+
+
+def _relative_fit(columns: Sequence[Sequence[float]], measured: Sequence[float]) -> tuple[list[float], float]:
+    """Coefficients minimizing the squared relative error of ``sum(coef * column)`` against
+    ``measured``, and the fit's leave-one-out RMS relative error (each network predicted by the
+    fit of the others: the hat matrix's closed form)."""
+    import numpy as np
+
+    targets = np.asarray(measured, dtype=float)
+    design = np.asarray(columns, dtype=float).T / targets[:, None]
+    coef, *_ = np.linalg.lstsq(design, np.ones(len(targets)), rcond=None)
+    leverage = np.einsum("ij,ij->i", design @ np.linalg.pinv(design.T @ design), design)
+    residuals = (design @ coef - 1) / np.maximum(1 - leverage, 1e-9)
+    return [float(value) for value in coef], float(np.sqrt(np.mean(residuals**2)))
+
+
+def _fit_cache_term(points: Sequence[tuple[float, int, float, float]]) -> tuple[float, float, float, float]:
+    """(scale, per_component_ms, beyond_cache_ms, cache_mparams) from (sum, components,
+    unit_mparams, measured) rows: :func:`_fit_overhead`, plus the beyond-cache term at the grid
+    size with the least leave-one-out error where that beats the two terms' by
+    :data:`CACHE_TERM_GAIN` (the term must slow networks down, and predict none under half its sum)."""
+    scale, per_component = _fit_overhead([(total, count, measured) for total, count, _, measured in points])
+    usable = [point for point in points if point[0] > 0 and point[3] > 0]
+    if len(usable) < 6 or per_component == 0.0:
+        return scale, per_component, 0.0, 0.0
+    totals, counts, weights, measured = (list(column) for column in zip(*usable, strict=True))
+    _, plain_error = _relative_fit([totals, counts], measured)
+    best: tuple[float, list[float], float] | None = None
+    for cache in CACHE_GRID_MPARAMS:
+        beyond = [max(0.0, weight - cache) for weight in weights]
+        if sum(1 for value in beyond if value > 0) < 3:
+            continue  # too few networks outgrow this cache to fit a term on
+        coef, error = _relative_fit([totals, counts, beyond], measured)
+        predictions = [coef[0] * t + coef[1] * c + coef[2] * b for t, c, b in zip(totals, counts, beyond, strict=True)]
+        if coef[2] <= 0 or any(value < 0.5 * total for value, total in zip(predictions, totals, strict=True)):
+            continue
+        if best is None or error < best[2]:
+            best = (cache, coef, error)
+    if best is None or best[2] > (1 - CACHE_TERM_GAIN) * plain_error - 1e-9:  # (exact data: no gain to find)
+        return scale, per_component, 0.0, 0.0
+    cache, coef, _ = best
+    return coef[0], coef[1], coef[2], cache
 
 
 def build_lut(
@@ -376,11 +446,11 @@ def _table_from(figures: list[float], components, calibration_configs, holdout_c
     network_figures = figures[len(components):]
     for config, measured in zip(calibration_configs, network_figures[: len(calibration_configs)], strict=True):
         keys = component_keys(config)
-        points.append((lut.sum_ms(config), len(keys), measured))
+        points.append((lut.sum_ms(config), len(keys), unit_mparams(config), measured))
         lut.calibration.append({"config": config.to_dict(), "measured_ms": measured,
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:
-        lut.scale, lut.per_component_ms = _fit_overhead(points)
+        lut.scale, lut.per_component_ms, lut.beyond_cache_ms, lut.cache_mparams = _fit_cache_term(points)
     for config, measured in zip(holdout_configs, network_figures[len(calibration_configs):], strict=True):
         predicted = lut.predict(config)
         lut.holdout.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,

@@ -18,7 +18,7 @@ import nas.latency.lut as lut_module
 from nas.errors import UserError
 from nas.latency import (Device, DeviceError, DeviceUnavailableError, LatencyEvaluator, LatencyLUT, RunSettings, Timing,
                          open_device)
-from nas.latency.lut import build_lut, component_keys, sample_distinct, validate_lut
+from nas.latency.lut import CACHE_GRID_MPARAMS, build_lut, component_keys, sample_distinct, unit_mparams, validate_lut
 from nas.latency.runner import round_sizes
 from nas.latency.space import default_space
 from shufflenet_core import ShuffleNetConfig
@@ -57,6 +57,9 @@ class SyntheticDevice(Device):
         """Every time is multiplied by this (a machine or phone that became slower)."""
         self.session_speeds: list[float] = []
         """The speed of each session in turn (then :attr:`speed`)."""
+        self.cache_cost: tuple[float, float] | None = None
+        """(cache_mparams, ms per M weights beyond it) added to every network: weights that
+        outgrow a cache cost a network more than its units timed alone."""
         self.bursts = 0
         """In every session, the first this many interleaved rounds run each network 30% slower
         (a shared machine's neighbours busy for a while): the last rounds show the device's speed."""
@@ -75,6 +78,9 @@ class SyntheticDevice(Device):
                 value = entry_ms(identity)
             else:
                 value = network_ms(identity)
+                if self.cache_cost:
+                    cache, cost = self.cache_cost
+                    value += cost * max(0.0, unit_mparams(identity) - cache)
                 if self.sessions <= self.noisy_sessions and index % 2:
                     value *= 1.3
             times = [value * speed] * settings.runs
@@ -113,6 +119,7 @@ def synthetic_build():
     def build(**options):
         device = SyntheticDevice(identities, noisy_sessions=options.pop("noisy_sessions", 0))
         device.bursts = options.pop("bursts", 0)
+        device.cache_cost = options.pop("cache_cost", None)
         device.session_speeds = options.pop("session_speeds", [])
         settings = options.pop("settings", RunSettings(runs=5))
         with pytest.MonkeyPatch.context() as patch:
@@ -206,6 +213,42 @@ def test_a_session_slowed_as_a_whole_fits_well_and_still_gives_way_to_a_faster_o
     assert all(value == pytest.approx(1.2 * entry_ms(key)) for key, value in alone.entries.items())
 
 
+def test_fit_finds_a_cost_of_weights_beyond_a_cache(synthetic_build, tmp_path):
+    """Networks whose units' weights outgrow 0.11 M pay 30 ms per M beyond it (CALIBRATION spans
+    0.01-0.15 M): the fit finds the size and cost and predicts the held-out networks exactly;
+    without the term the same table misses them."""
+    cache = CACHE_GRID_MPARAMS[3]
+    lut, _ = synthetic_build(cache_cost=(cache, 30.0))
+    assert (lut.cache_mparams, lut.beyond_cache_ms) == (cache, pytest.approx(30.0, rel=1e-6))
+    assert lut.scale == pytest.approx(SCALE, rel=1e-6) and lut.per_component_ms == pytest.approx(PER_COMPONENT_MS, rel=1e-4)
+    assert all(abs(row["error"]) < 1e-9 for row in lut.holdout)
+    assert "+30.000 ms per M unit weights beyond 0.11 M" in lut.describe_overhead()
+    loaded = LatencyLUT.load(lut.save(tmp_path / "cache.json"))
+    assert all(loaded.predict(config) == lut.predict(config) for config in HOLDOUT)
+    without = LatencyLUT.load(lut.save(tmp_path / "plain.json"))
+    without.beyond_cache_ms = 0.0
+    without.scale, without.per_component_ms = lut_module._fit_overhead(
+        [(row["sum_ms"], row["components"], row["measured_ms"]) for row in lut.calibration])
+    errors = [abs(without.predict(config) / row["measured_ms"] - 1) for config, row in zip(HOLDOUT, lut.holdout, strict=True)]
+    assert max(errors) > 0.02
+
+
+def test_cache_term_is_left_out_where_it_does_not_help():
+    from nas.latency.lut import _fit_cache_term
+
+    rows = [(0.6, 8, 0.5), (1.2, 14, 1.0), (3.0, 10, 2.0), (5.5, 20, 3.5), (9.0, 16, 5.0), (17.0, 24, 8.0)]
+    cache = CACHE_GRID_MPARAMS[12]  # 1 M
+    slower = [(t, c, w, 1.1 * t - 0.008 * c + 0.2 * max(0.0, w - cache)) for t, c, w in rows]
+    assert _fit_cache_term(slower) == pytest.approx((1.1, -0.008, 0.2, cache), rel=1e-6)
+    # No such cost: two terms.
+    exact = [(t, c, w, 1.1 * t - 0.008 * c) for t, c, w in rows]
+    assert _fit_cache_term(exact) == pytest.approx((1.1, -0.008, 0.0, 0.0), rel=1e-9)
+    # Noise the third term fits no better out of sample than two terms do: left out.
+    noisy = [(t, c, w, (1.1 * t - 0.008 * c) * (1.03 if index % 2 else 0.97)) for index, (t, c, w) in enumerate(rows)]
+    assert _fit_cache_term(noisy)[2:] == (0.0, 0.0)
+    assert _fit_cache_term(slower[:5])[2:] == (0.0, 0.0)  # five networks: too few for three terms
+
+
 def test_prediction_is_scale_times_sum_plus_per_component_cost():
     config = ShuffleNetConfig.from_width(3, 0.5, stage_depths=(2, 3, 2))
     keys = component_keys(config)
@@ -214,7 +257,8 @@ def test_prediction_is_scale_times_sum_plus_per_component_cost():
     total = sum(entry_ms(key) for key in keys)
     assert lut.sum_ms(config) == pytest.approx(total, rel=1e-12)
     assert lut.predict(config) == pytest.approx(1.25 * total - 0.01 * len(keys) + 0.3, rel=1e-12)
-    assert lut.to_dict()["overhead"] == {"scale": 1.25, "per_component_ms": -0.01, "constant_ms": 0.3}
+    assert lut.to_dict()["overhead"] == {"scale": 1.25, "per_component_ms": -0.01, "beyond_cache_ms_per_mparam": 0.0,
+                                         "cache_mparams": 0.0, "constant_ms": 0.3}
     assert LatencyLUT(device={}, entries=lut.entries, settings={}).predict(config) == pytest.approx(total, rel=1e-12)
 
 
@@ -237,9 +281,10 @@ def test_predictions_are_positive_and_grow_with_depth(synthetic_lut):
 def test_table_round_trips_through_its_json_file(synthetic_lut):
     lut, path = synthetic_lut
     data = json.loads(path.read_text())
-    assert data["format"] == "shufflenas-latency-lut" and data["version"] == 2
+    assert data["format"] == "shufflenas-latency-lut" and data["version"] == 3
     assert (data["runtime"], data["precision"], data["settings"]["threads"]) == ("onnxruntime", "fp32", 1)
-    assert set(data["overhead"]) == {"scale", "per_component_ms", "constant_ms"}
+    assert set(data["overhead"]) == {"scale", "per_component_ms", "beyond_cache_ms_per_mparam", "cache_mparams",
+                                     "constant_ms"}
     assert data["device"]["kind"] == "synthetic" and data["settings"]["runs"] == 5
     loaded = LatencyLUT.load(path)
     assert loaded.to_dict() == lut.to_dict()
@@ -271,9 +316,9 @@ def test_a_version_1_table_reads_as_onnxruntime_fp32(synthetic_lut, tmp_path):
     assert (loaded.runtime, loaded.precision) == ("onnxruntime", "fp32")
     with pytest.raises(UserError, match="was timed in onnxruntime fp32"):
         loaded.check_matches("onnxruntime", "int8", 1)
-    data["version"] = 3
+    data["version"] = 4
     old.write_text(json.dumps(data))
-    with pytest.raises(UserError, match="has version 3"):
+    with pytest.raises(UserError, match="has version 4"):
         LatencyLUT.load(old)
 
 
