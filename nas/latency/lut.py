@@ -13,7 +13,8 @@ networks over- and large ones under-predicted (80-88% within +-10% here); both t
 92-98%. A unit timed alone runs again and again on weights its core's cache keeps; inside a
 network whose units' weights together outgrow that cache, they come from further out: the
 beyond-cache term, with the cache size chosen from a grid by leave-one-out error on the
-calibration networks and kept only where it predicts them better (README "On-device latency").
+calibration networks and kept only where it predicts them better out of sample (README
+"On-device latency").
 """
 
 from __future__ import annotations
@@ -49,9 +50,6 @@ READABLE_VERSIONS = (1, 2, 3)
 CACHE_GRID_MPARAMS = tuple(0.0625 * 2 ** (step / 4) for step in range(33))
 """Cache sizes the beyond-cache term tries, in millions of weights: 0.0625-16 M (0.25-64 MiB
 at float32), a quarter octave apart."""
-CACHE_TERM_GAIN = 0.02
-"""The beyond-cache term is kept only where it lowers the leave-one-out error of the
-calibration networks by at least this share: a third term fits any 32 points a little better."""
 
 
 def unit_mparams(config: ShuffleNetConfig) -> float:
@@ -310,8 +308,9 @@ def _relative_fit(columns: Sequence[Sequence[float]], measured: Sequence[float])
 def _fit_cache_term(points: Sequence[tuple[float, int, float, float]]) -> tuple[float, float, float, float]:
     """(scale, per_component_ms, beyond_cache_ms, cache_mparams) from (sum, components,
     unit_mparams, measured) rows: :func:`_fit_overhead`, plus the beyond-cache term at the grid
-    size with the least leave-one-out error where that beats the two terms' by
-    :data:`CACHE_TERM_GAIN` (the term must slow networks down, and predict none under half its sum)."""
+    size with the least leave-one-out error where that beats the two terms' (a third term fits
+    any points better in sample, not out of it; the term must slow networks down and predict
+    none under half its sum)."""
     scale, per_component = _fit_overhead([(total, count, measured) for total, count, _, measured in points])
     usable = [point for point in points if point[0] > 0 and point[3] > 0]
     if len(usable) < 6 or per_component == 0.0:
@@ -329,7 +328,7 @@ def _fit_cache_term(points: Sequence[tuple[float, int, float, float]]) -> tuple[
             continue
         if best is None or error < best[2]:
             best = (cache, coef, error)
-    if best is None or best[2] > (1 - CACHE_TERM_GAIN) * plain_error - 1e-9:  # (exact data: no gain to find)
+    if best is None or best[2] > plain_error - 1e-9:  # (exact data: nothing to gain)
         return scale, per_component, 0.0, 0.0
     cache, coef, _ = best
     return coef[0], coef[1], coef[2], cache
