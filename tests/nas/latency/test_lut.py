@@ -136,7 +136,7 @@ def synthetic_build():
 @pytest.fixture(scope="module")
 def synthetic_lut(synthetic_build, tmp_path_factory):
     table, device = synthetic_build()
-    assert device.sessions == 2 and table.settings["sessions"] == 2  # two by default, each model's fastest kept
+    assert device.sessions == 2 and table.settings["sessions"] == 2  # two by default
     return table, table.save(tmp_path_factory.mktemp("lut") / "synthetic.json")
 
 
@@ -199,7 +199,7 @@ def test_each_model_keeps_its_fastest_session_and_a_bad_fit_is_timed_again(synth
     said.clear()
     worst, device = synthetic_build(noisy_sessions=5, attempts=2, progress=said.append)
     assert device.sessions == 2 and worst.calibration and len(worst.holdout) == 20  # gave up, kept one
-    assert said[-1].startswith("warning: the fastest runs of 2 sessions fit the calibration networks only within")
+    assert said[-1].startswith("warning: the runs of 2 sessions fit the calibration networks only within")
 
 
 def test_a_session_slowed_as_a_whole_fits_well_and_still_gives_way_to_a_faster_one(synthetic_build):
@@ -211,6 +211,16 @@ def test_a_session_slowed_as_a_whole_fits_well_and_still_gives_way_to_a_faster_o
     assert lut.scale == pytest.approx(SCALE) and all(abs(row["error"]) < 1e-9 for row in lut.holdout)
     alone, _ = synthetic_build(session_speeds=[1.2, 1.0], sessions=1)  # one session: slowed throughout
     assert all(value == pytest.approx(1.2 * entry_ms(key)) for key, value in alone.entries.items())
+
+
+def test_sessions_at_about_the_same_speed_are_averaged(synthetic_build):
+    """Regression: the fastest of two sessions alone sat below what a later session measures
+    for the networks whose speed moves most (a build of 09:00 missed 3.5% of them by >10%)."""
+    lut, _ = synthetic_build(session_speeds=[1.04, 1.0])  # within 5%: the machine's own spread
+    assert all(value == pytest.approx(1.02 * entry_ms(key)) for key, value in lut.entries.items())
+    assert all(abs(row["error"]) < 1e-9 for row in lut.holdout)
+    lut, _ = synthetic_build(session_speeds=[1.0, 1.06])  # beyond it: a disturbed session, left out
+    assert all(value == pytest.approx(entry_ms(key)) for key, value in lut.entries.items())
 
 
 def test_fit_finds_a_cost_of_weights_beyond_a_cache(synthetic_build, tmp_path):
