@@ -85,10 +85,21 @@ def _check_compatible(name: str, stored: dict[str, Any], expected: dict[str, Any
     """A resumed study must be the same experiment: same budget, objectives and evaluator."""
     for key in _MUST_MATCH + _MUST_MATCH_WHEN_BOTH:
         if key in stored and key in expected and stored[key] != expected[key]:
+            where, was, now = _first_difference(key, stored[key], expected[key])
             raise UserError(
-                f"study {name!r} already exists with a different {key} "
-                f"({_short(stored[key])} vs {_short(expected[key])}); use another --study name"
+                f"study {name!r} already exists with a different {where} "
+                f"({_short(was)} vs {_short(now)}); use another --study name"
             )
+
+
+def _first_difference(path: str, stored: Any, expected: Any) -> tuple[str, Any, Any]:
+    """The innermost field where two stored settings part, as ``a.b.c``: a whole evaluator spec
+    cut to 60 characters hid the one field that differed (e.g. ``evaluator_spec.seeds``)."""
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        for key in sorted(set(stored) | set(expected), key=str):
+            if stored.get(key) != expected.get(key):
+                return _first_difference(f"{path}.{key}", stored.get(key), expected.get(key))
+    return path, stored, expected
 
 
 def _short(value: object) -> str:

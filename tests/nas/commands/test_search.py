@@ -188,6 +188,18 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(nas, tmp_path) -> 
     assert _digest(corrupt) == hashlib.sha256(b"this is not a database" * 100).hexdigest()
 
 
+def test_a_resume_that_changes_the_experiment_names_the_field_that_differs(nas, tmp_path) -> None:
+    """Regression: the whole evaluator spec, cut to 60 characters, hid which field differed."""
+    db = tmp_path / "seeds.db"
+    args = ["search", "--budget", "140M", "--n-trials", "1", "--epochs", "1", "--storage", str(db), "--workers", "1", *TINY]
+    assert nas(*args, "--seed", "1").returncode == 0
+    again = nas(*args, "--seed", "2")
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 2 and len(lines) == 1, again.stderr
+    assert "already exists with a different evaluator_spec.seeds ([" in lines[0], lines
+    assert len(load(db, "shufflenet-140M").get_trials()) == 1
+
+
 def test_zero_cost_prescreen_and_single_objective_pruning(nas, tmp_path) -> None:
     db = tmp_path / "pre.db"
     result = nas("search", "--budget", "140M", "--n-trials", "3", "--prescreen", "12", "--storage", str(db),
