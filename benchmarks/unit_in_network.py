@@ -1,0 +1,100 @@
+"""Each unit's kernel time inside a whole network against the same unit run alone.
+
+Run: .venv/bin/python benchmarks/unit_in_network.py [--groups 3] [--widths 1.0 1.5] [--runs 150]
+
+The latency table sums units timed alone; this says, from ONNX Runtime's own profile (1 thread,
+batch 1, the table's export and session settings), which units of a network run slower or
+faster in it than alone, so a misprediction can be traced to shapes instead of guessed at.
+Prints per unit: the summed kernel time of its nodes in the network, alone, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+UNIT_NODE = re.compile(r"stages\.(\d+)\.(\d+)")
+
+
+def profiled_kernels(path: Path, shape: tuple[int, ...], runs: int) -> dict[str, float]:
+    """Median kernel time (us) of every node over ``runs`` profiled runs, after a warm-up."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    warmup = 30
+    for _ in range(warmup + runs):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    times: dict[str, list[float]] = defaultdict(list)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            times[event["name"].removesuffix("_kernel_time")].append(event["dur"])
+    return {node: statistics.median(values[-runs:]) for node, values in times.items()}
+
+
+def compare(config: Any, runs: int, folder: Path) -> list[tuple[str, float, float]]:
+    """(unit, kernel us in the network, kernel us alone) for every unit in network order."""
+    import torch
+
+    from nas.latency.measure import export_config, export_module
+    from shufflenet_core.model import ShuffleUnit
+    from shufflenet_core.structure import unit_specs
+
+    network = profiled_kernels(export_config(config, folder / "network.onnx"),
+                               (1, config.in_channels, config.input_size, config.input_size), runs)
+    in_network: dict[tuple[int, int], float] = defaultdict(float)
+    for node, us in network.items():
+        match = UNIT_NODE.search(node)
+        if match:
+            in_network[int(match[1]), int(match[2])] += us
+    alone: dict[tuple[Any, ...], float] = {}
+    rows = []
+    for spec in unit_specs(config):
+        key = spec.shape_key()
+        if key not in alone:
+            torch.manual_seed(0)
+            path = export_module(ShuffleUnit(spec).eval(), folder / f"unit{len(alone)}.onnx",
+                                 input_size=spec.input_size, in_channels=spec.in_channels)
+            alone[key] = sum(profiled_kernels(path, (1, spec.in_channels, spec.input_size, spec.input_size),
+                                              runs).values())
+        rows.append((f"stage {spec.stage + 2} unit {spec.unit} ({spec.in_channels}->{spec.out_channels} "
+                     f"at {spec.input_size}px)", in_network[spec.stage, spec.unit], alone[key]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=3)
+    parser.add_argument("--widths", type=float, nargs="+", default=[1.0, 1.5])
+    parser.add_argument("--runs", type=int, default=150)
+    args = parser.parse_args(argv)
+
+    from shufflenet_core import ShuffleNetConfig
+
+    for width in args.widths:
+        config = ShuffleNetConfig.from_width(args.groups, width)
+        with tempfile.TemporaryDirectory() as folder:
+            rows = compare(config, args.runs, Path(folder))
+        print(f"{width}x g{args.groups} {config.stage_out_channels}: unit kernel time in the network vs alone")
+        for name, inside, alone in rows:
+            print(f"  {name:40s} {inside:8.1f} vs {alone:8.1f} us  x{inside / alone:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
