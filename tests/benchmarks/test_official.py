@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from shufflenet_core import build_model, get_preset
-from tests.conftest import REPO_ROOT
+from tests.benchmarks.loading import load_benchmark
 from tests.shufflenet_core.counting import hook_count, parameter_count
 
 
 def _official():
-    spec = importlib.util.spec_from_file_location("official", REPO_ROOT / "benchmarks" / "official.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("official")
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v1_1.0x_g3", "shufflenet_v1_2.0x_g3", "shufflenet_v1_1.0x_g8"])

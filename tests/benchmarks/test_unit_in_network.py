@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from shufflenet_core import ShuffleNetConfig
 from shufflenet_core.structure import unit_specs
-from tests.conftest import REPO_ROOT
+from tests.benchmarks.loading import load_benchmark
 
 pytest.importorskip("onnxruntime")
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("unit_in_network", REPO_ROOT / "benchmarks" / "unit_in_network.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_unit_has_kernel_time_inside_the_network_and_alone(tmp_path) -> None:
     config = ShuffleNetConfig.from_width(3, 0.25, stage_depths=(2, 1, 1), num_classes=10, input_size=64)
-    rows = _benchmark().compare(config, runs=3, folder=tmp_path)
+    rows = load_benchmark("unit_in_network").compare(config, runs=3, folder=tmp_path)
     assert len(rows) == len(list(unit_specs(config))) == 4
     assert all(inside > 0 and alone > 0 for _, inside, alone in rows), rows  # node names mapped to units
     assert [name.split(" (")[0] for name, _, _ in rows] == ["stage 2 unit 0", "stage 2 unit 1", "stage 3 unit 0",
