@@ -84,13 +84,19 @@ def probe():
     }
 
 
-def _session(ort, path, threads):
+def session_options(ort, threads):
+    """The ONNX Runtime settings every model is timed with (benchmarks/unit_in_network.py
+    profiles under the same ones)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _session(ort, path, threads):
+    return ort.InferenceSession(path, session_options(ort, threads), providers=["CPUExecutionProvider"])
 
 
 def _input_for(np, session, input_file):
