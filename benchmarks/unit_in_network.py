@@ -1,6 +1,7 @@
 """Each unit's kernel time inside a whole network against the same unit run alone.
 
 Run: .venv/bin/python benchmarks/unit_in_network.py [--groups 3] [--widths 1.0 1.5] [--runs 150]
+     [--depths 4 8 4] [--no-classifier]
 
 The latency table sums units timed alone; this says, from ONNX Runtime's own profile (1 thread,
 batch 1, the table's export and session settings), which units of a network run slower or
@@ -45,16 +46,24 @@ def profiled_kernels(path: Path, shape: tuple[int, ...], runs: int) -> dict[str,
     return {node: statistics.median(values[-runs:]) for node, values in times.items()}
 
 
-def compare(config: Any, runs: int, folder: Path) -> list[tuple[str, float, float]]:
-    """(unit, kernel us in the network, kernel us alone) for every unit in network order."""
+def compare(config: Any, runs: int, folder: Path, *, classifier: bool = True) -> list[tuple[str, float, float]]:
+    """(unit, kernel us in the network, kernel us alone) for every unit in network order;
+    ``classifier=False`` profiles the network with its classifier replaced by an identity, to
+    tell whether its weights, streamed on every run, slow the units before it."""
     import torch
 
-    from nas.latency.measure import export_config, export_module
+    from nas.latency.measure import export_module
+    from shufflenet_core import build_model
     from shufflenet_core.model import ShuffleUnit
     from shufflenet_core.structure import unit_specs
 
-    network = profiled_kernels(export_config(config, folder / "network.onnx"),
-                               (1, config.in_channels, config.input_size, config.input_size), runs)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    if not classifier:
+        model.classifier = torch.nn.Identity()
+    exported = export_module(model, folder / "network.onnx", input_size=config.input_size,
+                             in_channels=config.in_channels)
+    network = profiled_kernels(exported, (1, config.in_channels, config.input_size, config.input_size), runs)
     in_network: dict[tuple[int, int], float] = defaultdict(float)
     for node, us in network.items():
         match = UNIT_NODE.search(node)
@@ -80,15 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=3)
     parser.add_argument("--widths", type=float, nargs="+", default=[1.0, 1.5])
     parser.add_argument("--runs", type=int, default=150)
+    parser.add_argument("--depths", type=int, nargs="+", default=None,
+                        help="Units per stage (default: the paper's 4 8 4).")
+    parser.add_argument("--no-classifier", action="store_true",
+                        help="Profile the networks with their classifier replaced by an identity.")
     args = parser.parse_args(argv)
 
     from shufflenet_core import ShuffleNetConfig
 
     for width in args.widths:
-        config = ShuffleNetConfig.from_width(args.groups, width)
+        depths = {"stage_depths": tuple(args.depths)} if args.depths else {}
+        try:
+            config = ShuffleNetConfig.from_width(args.groups, width, **depths)
+        except ValueError as error:
+            parser.error(str(error))
         with tempfile.TemporaryDirectory() as folder:
-            rows = compare(config, args.runs, Path(folder))
-        print(f"{width}x g{args.groups} {config.stage_out_channels}: unit kernel time in the network vs alone")
+            rows = compare(config, args.runs, Path(folder), classifier=not args.no_classifier)
+        network = "the network without its classifier" if args.no_classifier else "the network"
+        print(f"{width}x g{args.groups} {config.stage_out_channels}, depths {config.stage_depths}: unit kernel "
+              f"time in {network} vs alone")
         for name, inside, alone in rows:
             print(f"  {name:40s} {inside:8.1f} vs {alone:8.1f} us  x{inside / alone:.2f}")
     return 0

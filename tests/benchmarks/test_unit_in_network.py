@@ -18,3 +18,14 @@ def test_every_unit_has_kernel_time_inside_the_network_and_alone(tmp_path) -> No
     assert all(inside > 0 and alone > 0 for _, inside, alone in rows), rows  # node names mapped to units
     assert [name.split(" (")[0] for name, _, _ in rows] == ["stage 2 unit 0", "stage 2 unit 1", "stage 3 unit 0",
                                                              "stage 4 unit 0"]
+
+
+def test_the_network_can_be_profiled_without_its_classifier(tmp_path) -> None:
+    config = ShuffleNetConfig.from_width(3, 0.25, stage_depths=(1, 1, 1), num_classes=10, input_size=64)
+    onnx = pytest.importorskip("onnx")
+    benchmark = load_benchmark("unit_in_network")
+    for classifier in (True, False):
+        rows = benchmark.compare(config, runs=3, folder=tmp_path, classifier=classifier)
+        assert len(rows) == 3 and all(inside > 0 for _, inside, _ in rows), rows
+        ops = {node.op_type for node in onnx.load(tmp_path / "network.onnx").graph.node}
+        assert bool(ops & {"Gemm", "MatMul"}) == classifier, ops
