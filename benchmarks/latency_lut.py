@@ -178,7 +178,8 @@ def replay(path: Path) -> int:
     space = make_space()
     calibration, holdout, validation = drawn_configs(space, recorded["calibration"], recorded["holdout"],
                                                      recorded["n"], recorded["seed"])
-    sessions = [[Timing(row["model"], tuple(row["times_ms"])) for row in session] for session in recorded["sessions"]]
+    sessions = [[Timing(row["model"], tuple(row["times_ms"]), unblocked_params=row.get("unblocked_params"))
+                 for row in session] for session in recorded["sessions"]]
     builds = recorded["build"]
     print(f"replaying {path}: {builds} build session(s), {len(sessions) - builds} validation session(s) of "
           f"{len(validation)} configs, seed {recorded['seed']}")
@@ -272,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": settings.rounds, "runs": settings.runs, "space": args.space, "seed": args.seed, "n": args.n,
             "holdout": args.holdout, "calibration": len(calibration), "device": device.probe(),
             "build": len(build_sessions), "sessions": [
-                [{"model": timing.model, "times_ms": list(timing.times_ms)} for timing in session]
+                [{"model": timing.model, "times_ms": list(timing.times_ms),
+                  **({} if timing.unblocked_params is None else {"unblocked_params": timing.unblocked_params})}
+                 for timing in session]
                 for session in device.sessions]}))
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,10 @@ Run: .venv/bin/python benchmarks/unit_in_network.py [--groups 3] [--widths 1.0 1
 The latency table sums units timed alone; this says, from ONNX Runtime's own profile (1 thread,
 batch 1, the table's export and session settings), which units of a network run slower or
 faster in it than alone, so a misprediction can be traced to shapes instead of guessed at.
-Prints per unit: the summed kernel time of its nodes in the network, alone, and the ratio.
+Prints per unit: the summed kernel time of its nodes in the network (the layout reorders ONNX
+Runtime inserts between nodes count to the unit of the node before them), alone, the ratio,
+and the weights of its convolutions outside ONNX Runtime's blocked layout (what the table's
+unblocked term counts: those units are the ones that slow down inside a network).
 """
 
 from __future__ import annotations
@@ -46,13 +49,17 @@ def profiled_kernels(path: Path, shape: tuple[int, ...], runs: int) -> dict[str,
     return {node: statistics.median(values[-runs:]) for node, values in times.items()}
 
 
-def compare(config: Any, runs: int, folder: Path, *, classifier: bool = True) -> list[tuple[str, float, float]]:
-    """(unit, kernel us in the network, kernel us alone) for every unit in network order;
+def compare(config: Any, runs: int, folder: Path, *,
+            classifier: bool = True) -> list[tuple[str, float, float, int | None]]:
+    """(unit, kernel us in the network, kernel us alone, unblocked weights) for every unit in
+    network order;
     ``classifier=False`` profiles the network with its classifier replaced by an identity, to
     tell whether its weights, streamed on every run, slow the units before it."""
+    import onnxruntime as ort
     import torch
 
     from nas.latency.measure import export_module
+    from nas.latency.runner import unblocked_conv_params
     from shufflenet_core import build_model
     from shufflenet_core.model import ShuffleUnit
     from shufflenet_core.structure import unit_specs
@@ -65,11 +72,17 @@ def compare(config: Any, runs: int, folder: Path, *, classifier: bool = True) ->
                              in_channels=config.in_channels)
     network = profiled_kernels(exported, (1, config.in_channels, config.input_size, config.input_size), runs)
     in_network: dict[tuple[int, int], float] = defaultdict(float)
-    for node, us in network.items():
+    unit: tuple[int, int] | None = None
+    for node, us in network.items():  # in the order the nodes first ran
         match = UNIT_NODE.search(node)
         if match:
-            in_network[int(match[1]), int(match[2])] += us
+            unit = int(match[1]), int(match[2])
+        elif not node.startswith("Reorder"):
+            unit = None
+        if unit is not None:
+            in_network[unit] += us
     alone: dict[tuple[Any, ...], float] = {}
+    unblocked: dict[tuple[Any, ...], int | None] = {}
     rows = []
     for spec in unit_specs(config):
         key = spec.shape_key()
@@ -79,8 +92,9 @@ def compare(config: Any, runs: int, folder: Path, *, classifier: bool = True) ->
                                  input_size=spec.input_size, in_channels=spec.in_channels)
             alone[key] = sum(profiled_kernels(path, (1, spec.in_channels, spec.input_size, spec.input_size),
                                               runs).values())
+            unblocked[key] = unblocked_conv_params(ort, str(path), 1)
         rows.append((f"stage {spec.stage + 2} unit {spec.unit} ({spec.in_channels}->{spec.out_channels} "
-                     f"at {spec.input_size}px)", in_network[spec.stage, spec.unit], alone[key]))
+                     f"at {spec.input_size}px)", in_network[spec.stage, spec.unit], alone[key], unblocked[key]))
     return rows
 
 
@@ -108,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         network = "the network without its classifier" if args.no_classifier else "the network"
         print(f"{width}x g{args.groups} {config.stage_out_channels}, depths {config.stage_depths}: unit kernel "
               f"time in {network} vs alone")
-        for name, inside, alone in rows:
-            print(f"  {name:40s} {inside:8.1f} vs {alone:8.1f} us  x{inside / alone:.2f}")
+        for name, inside, alone, outside_blocked in rows:
+            weights = "?" if outside_blocked is None else f"{outside_blocked / 1e6:.2f} M"
+            print(f"  {name:40s} {inside:8.1f} vs {alone:8.1f} us  x{inside / alone:.2f}  unblocked weights {weights}")
     return 0
 
 

@@ -5,7 +5,9 @@ threads, and a search that asks for other ones is refused (:meth:`LatencyLUT.che
 
 The overhead is calibrated on whole networks measured in the same session:
 ``predicted = scale * sum(entries) + per_component_ms * components
-+ beyond_cache_ms * max(0, unit_mparams - cache_mparams) + constant_ms``, fitted for the least
++ beyond_cache_ms * max(0, unit_mparams - cache_mparams)
++ unblocked_ms * unblocked_mparams * max(0, 1 - cache_mparams / unit_mparams) + constant_ms``
+(the last factor is 1 where there is no beyond-cache term), fitted for the least
 squared relative error (``constant_ms`` is 0 today and kept in the file format). Each component
 timed alone pays the runtime's fixed cost of one run (binding, dispatch), which a network pays
 once, not once per unit: ``per_component_ms`` comes out negative. One scale alone left small
@@ -15,6 +17,16 @@ network whose units' weights together outgrow that cache, they come from further
 beyond-cache term, with the cache size chosen from a grid by leave-one-out error on the
 calibration networks and kept only where it predicts them better out of sample (README
 "On-device latency").
+
+The unblocked term: ONNX Runtime runs a convolution in its blocked (NCHWc) layout where the
+channels allow (on x86, every group's channels a multiple of the vector width) and as a plain
+GEMM otherwise. Inside a network that outgrows the cache, the plain kernels wait on their
+weights far longer than the blocked ones (profiled: 1.5x g3's last-stage units, plain, 1.22x
+their time alone; 1.0x g3's and 2.0x g8's, blocked, 0.96-1.04x), and the share of weights the
+cache cannot hold, ``1 - cache_mparams / unit_mparams``, is what they fetch from memory.
+``unblocked_mparams`` comes from the device (:func:`nas.latency.runner.unblocked_conv_params`:
+its runtime's own optimized graph), per entry; the term is kept only where it predicts the
+calibration networks better out of sample, like the beyond-cache term.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +54,11 @@ __all__ = ["LatencyLUT", "component_keys", "build_lut", "validate_lut", "Validat
            "sample_distinct"]
 
 LUT_FORMAT = "shufflenas-latency-lut"
-LUT_VERSION = 3
+LUT_VERSION = 4
 """2 added the runtime and precision the table was timed in; a version-1 table was timed in
-ONNX Runtime at float32 and is read as such. 3 added the beyond-cache term (older tables
-were fitted without it and are read with none)."""
-READABLE_VERSIONS = (1, 2, 3)
+ONNX Runtime at float32 and is read as such. 3 added the beyond-cache term, 4 the unblocked
+term (older tables were fitted without them and are read with none)."""
+READABLE_VERSIONS = (1, 2, 3, 4)
 CACHE_GRID_MPARAMS = tuple(0.0625 * 2 ** (step / 4) for step in range(33))
 """Cache sizes the beyond-cache term tries, in millions of weights: 0.0625-16 M (0.25-64 MiB
 at float32), a quarter octave apart."""
@@ -136,6 +148,12 @@ class LatencyLUT:
     beyond_cache_ms: float = 0.0
     """ms per million unit weights beyond :attr:`cache_mparams` (0: no such term)."""
     cache_mparams: float = 0.0
+    unblocked_ms: float = 0.0
+    """ms per million weights of convolutions outside the blocked layout, times the share of
+    the network's weights beyond :attr:`cache_mparams` (0: no such term)."""
+    unblocked_mparams: dict[str, float] = field(default_factory=dict)
+    """Per entry, millions of weights its convolutions have outside the runtime's blocked layout
+    on the device (entries the device did not say are left out)."""
     calibration: list[dict[str, Any]] = field(default_factory=list)
     holdout: list[dict[str, Any]] = field(default_factory=list)
     """Networks measured in the build session but kept out of the fit: a check of the table
@@ -196,12 +214,23 @@ class LatencyLUT:
         predicted = self.sum_ms(config) * self.scale + self.per_component_ms * components + self.constant_ms
         if self.beyond_cache_ms:
             predicted += self.beyond_cache_ms * max(0.0, unit_mparams(config) - self.cache_mparams)
+        if self.unblocked_ms:
+            predicted += self.unblocked_ms * self.exposed_unblocked_mparams(config)
         return predicted
+
+    def exposed_unblocked_mparams(self, config: ShuffleNetConfig) -> float:
+        """Millions of a config's unblocked weights the cache cannot hold: its entries'
+        :attr:`unblocked_mparams` times the share of its weights beyond the cache (all of
+        them where the table has no beyond-cache term)."""
+        unblocked = sum(self.unblocked_mparams.get(key, 0.0) for key in component_keys(config))
+        return unblocked * _uncached_share(unit_mparams(config), self.cache_mparams if self.beyond_cache_ms else 0.0)
 
     def describe_overhead(self) -> str:
         constant = f" {self.constant_ms:+.3f} ms" if self.constant_ms else ""
         cache = (f" +{self.beyond_cache_ms:.3f} ms per M unit weights beyond {self.cache_mparams:.2f} M"
                  if self.beyond_cache_ms else "")
+        if self.unblocked_ms:
+            cache += f" +{self.unblocked_ms:.3f} ms per uncached M unblocked weights"
         return (f"x{self.scale:.3f} {1000 * self.per_component_ms:+.1f} us per component{cache}{constant} "
                 f"(from {len(self.calibration)} networks)")
 
@@ -212,8 +241,9 @@ class LatencyLUT:
             "device": self.device, "runtime": self.runtime, "precision": self.precision, "settings": self.settings,
             "overhead": {"scale": self.scale, "per_component_ms": self.per_component_ms,
                          "beyond_cache_ms_per_mparam": self.beyond_cache_ms, "cache_mparams": self.cache_mparams,
-                         "constant_ms": self.constant_ms},
+                         "unblocked_ms_per_mparam": self.unblocked_ms, "constant_ms": self.constant_ms},
             "calibration": self.calibration, "holdout": self.holdout, "entries": dict(sorted(self.entries.items())),
+            "unblocked_mparams": dict(sorted(self.unblocked_mparams.items())),
         }
 
     def calibration_configs(self) -> list[ShuffleNetConfig]:
@@ -259,7 +289,10 @@ class LatencyLUT:
                    constant_ms=float(overhead.get("constant_ms", 0)),
                    per_component_ms=float(overhead.get("per_component_ms", 0)),
                    beyond_cache_ms=float(overhead.get("beyond_cache_ms_per_mparam", 0)),
-                   cache_mparams=float(overhead.get("cache_mparams", 0)), calibration=data.get("calibration", []),
+                   cache_mparams=float(overhead.get("cache_mparams", 0)),
+                   unblocked_ms=float(overhead.get("unblocked_ms_per_mparam", 0)),
+                   unblocked_mparams={k: float(v) for k, v in data.get("unblocked_mparams", {}).items()},
+                   calibration=data.get("calibration", []),
                    holdout=data.get("holdout", []),
                    space=data.get("space", ""), created=data.get("created", ""),
                    runtime=str(data.get("runtime", "onnxruntime")), precision=str(data.get("precision", "fp32")))
@@ -305,33 +338,56 @@ def _relative_fit(columns: Sequence[Sequence[float]], measured: Sequence[float])
     return [float(value) for value in coef], float(np.sqrt(np.mean(residuals**2)))
 
 
-def _fit_cache_term(points: Sequence[tuple[float, int, float, float]]) -> tuple[float, float, float, float]:
-    """(scale, per_component_ms, beyond_cache_ms, cache_mparams) from (sum, components,
-    unit_mparams, measured) rows: :func:`_fit_overhead`, plus the beyond-cache term at the grid
-    size with the least leave-one-out error where that beats the two terms' (a third term fits
-    any points better in sample, not out of it; the term must slow networks down and predict
-    none under half its sum)."""
-    scale, per_component = _fit_overhead([(total, count, measured) for total, count, _, measured in points])
-    usable = [point for point in points if point[0] > 0 and point[3] > 0]
+def _uncached_share(weights: float, cache: float) -> float:
+    """The share of ``weights`` a cache of ``cache`` cannot hold (all of them with no cache)."""
+    return max(0.0, 1.0 - cache / weights) if weights > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Overhead:
+    scale: float
+    per_component_ms: float
+    beyond_cache_ms: float = 0.0
+    cache_mparams: float = 0.0
+    unblocked_ms: float = 0.0
+
+
+def _fit_terms(points: Sequence[tuple[float, int, float, float, float]]) -> _Overhead:
+    """The overhead from (sum, components, unit_mparams, unblocked_mparams, measured) rows:
+    :func:`_fit_overhead`'s two terms, plus the beyond-cache term (at each grid size), the
+    unblocked term, or both, whichever has the least leave-one-out error, where that beats the
+    two terms' (an added term fits any points better in sample, not out of it). An added term
+    must slow networks down, and no fit may predict a network under half its sum. Chosen
+    jointly: the cache size sets the unblocked weights' uncached share."""
+    scale, per_component = _fit_overhead([(total, count, measured) for total, count, _, _, measured in points])
+    usable = [point for point in points if point[0] > 0 and point[4] > 0]
     if len(usable) < 6 or per_component == 0.0:
-        return scale, per_component, 0.0, 0.0
-    totals, counts, weights, measured = (list(column) for column in zip(*usable, strict=True))
-    _, plain_error = _relative_fit([totals, counts], measured)
-    best: tuple[float, list[float], float] | None = None
-    for cache in CACHE_GRID_MPARAMS:
-        beyond = [max(0.0, weight - cache) for weight in weights]
-        if sum(1 for value in beyond if value > 0) < 3:
-            continue  # too few networks outgrow this cache to fit a term on
-        coef, error = _relative_fit([totals, counts, beyond], measured)
-        predictions = [coef[0] * t + coef[1] * c + coef[2] * b for t, c, b in zip(totals, counts, beyond, strict=True)]
-        if coef[2] <= 0 or any(value < 0.5 * total for value, total in zip(predictions, totals, strict=True)):
-            continue
-        if best is None or error < best[2]:
-            best = (cache, coef, error)
-    if best is None or best[2] > plain_error - 1e-9:  # (exact data: nothing to gain)
-        return scale, per_component, 0.0, 0.0
-    cache, coef, _ = best
-    return coef[0], coef[1], coef[2], cache
+        return _Overhead(scale, per_component)
+    totals, counts, weights, unblocked, measured = (list(column) for column in zip(*usable, strict=True))
+    _, best_error = _relative_fit([totals, counts], measured)
+    best = _Overhead(scale, per_component)
+    for cache in (None, *CACHE_GRID_MPARAMS):
+        extra: list[list[float]] = []
+        if cache is not None:
+            beyond = [max(0.0, weight - cache) for weight in weights]
+            if sum(1 for value in beyond if value > 0) < 3:
+                continue  # too few networks outgrow this cache to fit a term on
+            extra.append(beyond)
+        exposed = [amount * _uncached_share(weight, cache or 0.0) for amount, weight in zip(unblocked, weights, strict=True)]
+        choices = [extra] if extra else []
+        if sum(1 for value in exposed if value > 0) >= 3 and len(usable) >= 4 + len(extra):
+            choices.append([*extra, exposed])
+        for columns in choices:
+            coef, error = _relative_fit([totals, counts, *columns], measured)
+            predictions = [sum(c * column[index] for c, column in zip(coef, [totals, counts, *columns], strict=True))
+                           for index in range(len(usable))]
+            if min(coef[2:]) <= 0 or any(value < 0.5 * total for value, total in zip(predictions, totals, strict=True)):
+                continue
+            if error < best_error - 1e-9:  # (exact data: nothing to gain)
+                best_error = error
+                best = _Overhead(coef[0], coef[1], coef[2] if cache is not None else 0.0, cache or 0.0,
+                                 coef[-1] if columns[-1] is exposed else 0.0)
+    return best
 
 
 def build_lut(
@@ -402,13 +458,15 @@ def build_lut(
                          for index, config in enumerate(holdout_configs)]
         table_settings = {**_settings_dict(settings, estimator), "sessions": 0}
         timed: list[list[Timing]] = []
+        measured_with = replace(settings, layout=runtime == "onnxruntime")
         most = max(1, sessions, attempts)
         while True:
             progress(f"timing them on {device.spec}" + (f" (session {len(timed) + 1})" if timed else ""))
-            timed.append(device.measure(paths + calibration_paths + holdout_paths, settings))
+            timed.append(device.measure(paths + calibration_paths + holdout_paths, measured_with))
             table_settings["sessions"] = len(timed)
             lut = _table_from(_combined(timed, estimator, settings.rounds), components, calibration_configs,
-                              holdout_configs, info, dict(table_settings), space_name)
+                              holdout_configs, info, dict(table_settings), space_name,
+                              [timing.unblocked_params for timing in timed[0][: len(components)]])
             lut.runtime, lut.precision = runtime, precision
             error = _fit_error(lut)
             if len(timed) >= most or (len(timed) >= sessions and error <= max_fit_error):
@@ -452,21 +510,27 @@ def _fit_error(lut: LatencyLUT) -> float:
 
 
 def _table_from(figures: list[float], components, calibration_configs, holdout_configs, info, settings,
-                space_name) -> LatencyLUT:
+                space_name, unblocked: Sequence[int | None] = ()) -> LatencyLUT:
     """The table from each timed model's figure (ms, in the order timed: components,
-    calibration networks, held-out networks)."""
+    calibration networks, held-out networks) and each component's unblocked weights, where the
+    device said (:attr:`Timing.unblocked_params`)."""
     lut = LatencyLUT(device=info, entries={}, settings=settings, space=space_name,
                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     lut.entries = {component.key: figure for component, figure in zip(components, figures[: len(components)], strict=True)}
+    lut.unblocked_mparams = {component.key: params / 1e6 for component, params in zip(components, unblocked, strict=False)
+                             if params is not None}  # () where nothing was said
     points = []
     network_figures = figures[len(components):]
     for config, measured in zip(calibration_configs, network_figures[: len(calibration_configs)], strict=True):
         keys = component_keys(config)
-        points.append((lut.sum_ms(config), len(keys), unit_mparams(config), measured))
+        unblocked_weights = sum(lut.unblocked_mparams.get(key, 0.0) for key in keys)
+        points.append((lut.sum_ms(config), len(keys), unit_mparams(config), unblocked_weights, measured))
         lut.calibration.append({"config": config.to_dict(), "measured_ms": measured,
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:
-        lut.scale, lut.per_component_ms, lut.beyond_cache_ms, lut.cache_mparams = _fit_cache_term(points)
+        fit = _fit_terms(points)
+        lut.scale, lut.per_component_ms, lut.beyond_cache_ms, lut.cache_mparams, lut.unblocked_ms = (
+            fit.scale, fit.per_component_ms, fit.beyond_cache_ms, fit.cache_mparams, fit.unblocked_ms)
     for config, measured in zip(holdout_configs, network_figures[len(calibration_configs):], strict=True):
         predicted = lut.predict(config)
         lut.holdout.append({"config": config.short_name, "measured_ms": measured, "predicted_ms": predicted,

@@ -2,19 +2,25 @@
 Runtime, ExecuTorch programs (``.pte``) with ExecuTorch's Python runtime (which imports torch:
 a board without torch runs a cross-built ``executor_runner`` instead, see the README).
 
-Self-contained on purpose (standard library + numpy + onnxruntime only, Python >= 3.7): it is
-uploaded as one file next to the models and run by the device's own ``python3``. It prints one
-JSON object on stdout; a missing runtime is a JSON error with exit code 3, so the host can say
-how to install it instead of showing a traceback.
+Self-contained on purpose (standard library + numpy + onnxruntime, and onnx where present for
+``--layout``; Python >= 3.7): it is uploaded as one file next to the models and run by the
+device's own ``python3``. It prints one JSON object on stdout; a missing runtime is a JSON
+error with exit code 3, so the host can say how to install it instead of showing a traceback.
 
     python3 runner.py probe
     python3 runner.py measure [--threads 1] [--warmup 10] [--runs 50] [--rounds 1]
                               [--clock wall|cpu]
-                              [--outputs] [--input X.npy] MODEL.onnx|MODEL.pte [...]
+                              [--outputs] [--layout] [--input X.npy] MODEL.onnx|MODEL.pte [...]
 
 ``--clock cpu`` times each run by the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID):
 with one intra-op thread ONNX Runtime computes on that thread, so this equals wall time on an
 idle device and leaves out the time a busy, shared machine gives to other processes.
+``--layout`` adds, per ONNX model, the weights of the convolutions ONNX Runtime runs outside
+its blocked (NCHWc) layout on this device (``unblocked_conv_params``; needs the ``onnx``
+package there, else it is left out). Those convolutions fetch their weights without the blocked
+kernels' prefetch-friendly order: inside a network whose weights outgrow the cache they slow
+down far more than the same unit timed alone, where its weights stay cached (see
+nas/latency/lut.py).
 ``--rounds R`` splits the runs of several models into R interleaved rounds, so a burst of load
 on a shared machine spreads over all models instead of hitting one.
 """
@@ -93,6 +99,37 @@ def session_options(ort, threads):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
+
+
+BLOCKED_DOMAIN = "com.microsoft.nchwc"
+"""The ONNX domain of the operators ONNX Runtime's NCHWc transformer puts in a graph."""
+
+
+def unblocked_conv_params(ort, path, threads):
+    """Weights of the convolutions of the model at ``path`` that ONNX Runtime, as optimized
+    for this device, leaves outside its blocked layout; None without the ``onnx`` package."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    import tempfile
+
+    options = session_options(ort, threads)
+    options.log_severity_level = 3  # the optimized model is for this device only: we know
+    with tempfile.TemporaryDirectory(prefix="runner-layout-") as folder:
+        options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    sizes = {tensor.name: _product(tensor.dims) for tensor in graph.initializer}
+    return sum(sizes.get(node.input[1], 0) for node in graph.node
+               if node.op_type in ("Conv", "FusedConv") and node.domain != BLOCKED_DOMAIN and len(node.input) > 1)
+
+
+def _product(dims):
+    count = 1
+    for dim in dims:
+        count *= dim
+    return count
 
 
 def _session(ort, path, threads):
@@ -181,9 +218,12 @@ def measure(args):
             name, array = _input_for(np, session, args.input)
             call = _bound_call(ort, np, session, name, array)
             output = _onnx_output(session, {name: array})
+        layout = None
+        if args.layout and not path.endswith(".pte"):
+            layout = unblocked_conv_params(ort, path, args.threads)
         for _ in range(args.warmup):
             call()
-        models.append({"path": path, "output": output, "call": call, "times": []})
+        models.append({"path": path, "output": output, "call": call, "times": [], "layout": layout})
     per_round = round_sizes(args.runs, args.rounds)
     clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
     for count in per_round:
@@ -197,6 +237,8 @@ def measure(args):
     results = []
     for model in models:
         entry = {"model": os.path.basename(model["path"]), "times_ms": model["times"]}
+        if model["layout"] is not None:
+            entry["unblocked_conv_params"] = model["layout"]
         if args.outputs:
             output = model["output"]()
             entry["output_shape"] = list(output.shape)
@@ -217,6 +259,7 @@ def main(argv=None):
     timed.add_argument("--rounds", type=int, default=1)
     timed.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     timed.add_argument("--outputs", action="store_true")
+    timed.add_argument("--layout", action="store_true")
     timed.add_argument("--input", default=None)
     timed.add_argument("models", nargs="+")
     args = parser.parse_args(argv)

@@ -59,6 +59,7 @@ class PythonRunnerDevice(Device):
                 times_ms=tuple(entry["times_ms"]),
                 output=tuple(output) if output is not None else None,
                 output_shape=tuple(entry["output_shape"]) if "output_shape" in entry else None,
+                unblocked_params=entry.get("unblocked_conv_params"),
             ))
         if len(timings) != len(models):
             raise DeviceError(f"{self.spec}: the runner returned {len(timings)} results for {len(models)} models")

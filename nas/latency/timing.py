@@ -22,6 +22,8 @@ class RunSettings:
     runs: int = 50
     rounds: int = 1
     outputs: bool = False
+    layout: bool = False
+    """Also report each ONNX model's :attr:`Timing.unblocked_params` (the lookup table's build asks)."""
     timeout_s: float = 600.0
     clock: str = "auto"
     """"wall", "cpu" (the runner thread's CPU time), or "auto": cpu with one thread, else wall.
@@ -45,7 +47,7 @@ class RunSettings:
     def runner_args(self) -> list[str]:
         args = ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs),
                 "--rounds", str(self.rounds), "--clock", self.effective_clock]
-        return args + (["--outputs"] if self.outputs else [])
+        return args + (["--outputs"] if self.outputs else []) + (["--layout"] if self.layout else [])
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class Timing:
     times_ms: tuple[float, ...]
     output: tuple[float, ...] | None = None
     output_shape: tuple[int, ...] | None = None
+    unblocked_params: int | None = None
+    """Weights of its convolutions ONNX Runtime runs outside its blocked (NCHWc) layout on the
+    device, when asked (:attr:`RunSettings.layout`) and known."""
     stats_override: Stats | None = field(default=None, compare=False)
     """Set by devices whose tool reports only percentiles (adb), not every run."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +137,35 @@ def test_cli_measure_runtime_and_precision(nas, tmp_path):
                        (["--precision", "int4"], "--precision must be one of fp32, int8")):
         bad = nas("latency", "measure", "--device", "local", "--preset", "shufflenet_v1_0.25x_g3", *args)
         assert bad.returncode == 2 and bad.stderr.strip() == f"nas: error: {says}, got {args[1]!r}", bad.stderr
+
+
+def _unit_onnx(folder, groups: int, width: float) -> tuple[Path, int, int]:
+    """A stage-3 unit exported as the table times it, its pointwise and its total conv weights."""
+    import torch
+
+    from nas.latency.measure import export_module
+    from shufflenet_core import ShuffleNetConfig
+    from shufflenet_core.model import ShuffleUnit
+    from shufflenet_core.structure import unit_specs
+
+    spec = next(spec for spec in unit_specs(ShuffleNetConfig.from_width(groups, width)) if (spec.stage, spec.unit) == (1, 1))
+    unit = ShuffleUnit(spec).eval()
+    convs = [module for module in unit.modules() if isinstance(module, torch.nn.Conv2d)]
+    pointwise = sum(conv.weight.numel() for conv in convs if conv.kernel_size == (1, 1))
+    path = export_module(unit, folder / f"unit-g{groups}-{width}.onnx", input_size=spec.input_size,
+                         in_channels=spec.in_channels)
+    return path, pointwise, sum(conv.weight.numel() for conv in convs)
+
+
+def test_the_runner_reports_the_weights_of_convolutions_outside_the_blocked_layout(tmp_path):
+    """g3 at 0.25x has 20 or 10 channels per group, which no vector width divides: ONNX Runtime runs
+    its pointwise convolutions unblocked on every CPU. 1x g1 has no groups: blocked on x86."""
+    odd, odd_pointwise, odd_total = _unit_onnx(tmp_path, 3, 0.25)
+    plain, plain_pointwise, _ = _unit_onnx(tmp_path, 1, 1.0)
+    device = open_device("local")
+    timings = device.measure([odd, plain], RunSettings(runs=2, layout=True))
+    assert odd_pointwise <= timings[0].unblocked_params <= odd_total
+    assert 0 <= timings[1].unblocked_params <= plain_pointwise
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert timings[1].unblocked_params < plain_pointwise  # NCHWc: MLAS blocks them on x86
+    assert all(timing.unblocked_params is None for timing in device.measure([odd], RunSettings(runs=2)))
