@@ -436,6 +436,10 @@ def test_build_and_validate_on_this_host_end_to_end(tmp_path):
     assert set(lut.entries) == {key for config in space.covering() for key in component_keys(config)}
     assert all(value > 0 for value in lut.entries.values()) and len(lut.calibration) == 4
     assert lut.device["kind"] == "local" and lut.device["onnxruntime"]
+    # The runner read each entry's layout from the runtime's optimized graph: g3 at 0.25x has 10-20
+    # channels per group, which no vector width divides, so every unit has unblocked weights.
+    assert set(lut.unblocked_mparams) == set(lut.entries)
+    assert all(lut.unblocked_mparams[key] > 0 for key in lut.entries if key.startswith("unit:"))
     loaded = LatencyLUT.load(lut.save(tmp_path / "local.json"))
     for row, config in zip(loaded.holdout, holdout):
         assert row["config"] == config.short_name and row["predicted_ms"] == pytest.approx(loaded.predict(config))
