@@ -14,19 +14,19 @@ once, not once per unit: ``per_component_ms`` comes out negative. One scale alon
 networks over- and large ones under-predicted (80-88% within +-10% here); both terms gave
 92-98%. A unit timed alone runs again and again on weights its core's cache keeps; inside a
 network whose units' weights together outgrow that cache, they come from further out: the
-beyond-cache term, with the cache size chosen from a grid by leave-one-out error on the
-calibration networks and kept only where it predicts them better out of sample (README
-"On-device latency").
+beyond-cache term.
 
 The unblocked term: ONNX Runtime runs a convolution in its blocked (NCHWc) layout where the
-channels allow (on x86, every group's channels a multiple of the vector width) and as a plain
-GEMM otherwise. Inside a network that outgrows the cache, the plain kernels wait on their
-weights far longer than the blocked ones (profiled: 1.5x g3's last-stage units, plain, 1.22x
-their time alone; 1.0x g3's and 2.0x g8's, blocked, 0.96-1.04x), and the share of weights the
-cache cannot hold, ``1 - cache_mparams / unit_mparams``, is what they fetch from memory.
+channels allow (for a grouped one on x86, each group's channels a multiple of the vector
+width) and as a plain GEMM otherwise. Inside a network that outgrows the cache, units with
+plain convs slow down far more (profiled: 1.5x g3's last-stage units 1.26-1.28x their time
+alone; the blocked ones of 1.0x g3 and 2.0x g8 0.95-1.02x, their time alone including layout
+conversions at their edges that a network mostly skips), by the share of the network's
+weights the cache cannot hold, ``1 - cache_mparams / unit_mparams``.
 ``unblocked_mparams`` comes from the device (:func:`nas.latency.runner.unblocked_conv_params`:
-its runtime's own optimized graph), per entry; the term is kept only where it predicts the
-calibration networks better out of sample, like the beyond-cache term.
+its runtime's own optimized graph), per entry. The cache size (from a grid) and which terms to
+keep are chosen together, by leave-one-out error on the calibration networks: a term stays
+only where it predicts them better out of sample (README "On-device latency").
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ with one intra-op thread ONNX Runtime computes on that thread, so this equals wa
 idle device and leaves out the time a busy, shared machine gives to other processes.
 ``--layout`` adds, per ONNX model, the weights of the convolutions ONNX Runtime runs outside
 its blocked (NCHWc) layout on this device (``unblocked_conv_params``; needs the ``onnx``
-package there, else it is left out). Those convolutions fetch their weights without the blocked
-kernels' prefetch-friendly order: inside a network whose weights outgrow the cache they slow
-down far more than the same unit timed alone, where its weights stay cached (see
-nas/latency/lut.py).
+package there, else it is left out): inside a network whose weights outgrow the cache, units
+with such convolutions slow down far more, against the same unit timed alone, than blocked
+ones (see nas/latency/lut.py).
 ``--rounds R`` splits the runs of several models into R interleaved rounds, so a burst of load
 on a shared machine spreads over all models instead of hitting one.
 """
