@@ -222,8 +222,12 @@ class LatencyLUT:
         """Millions of a config's unblocked weights the cache cannot hold: its entries'
         :attr:`unblocked_mparams` times the share of its weights beyond the cache (all of
         them where the table has no beyond-cache term)."""
-        unblocked = sum(self.unblocked_mparams.get(key, 0.0) for key in component_keys(config))
-        return unblocked * _uncached_share(unit_mparams(config), self.cache_mparams if self.beyond_cache_ms else 0.0)
+        return self.unblocked_weights(config) * _uncached_share(unit_mparams(config),
+                                                                self.cache_mparams if self.beyond_cache_ms else 0.0)
+
+    def unblocked_weights(self, config: ShuffleNetConfig) -> float:
+        """Millions of weights a config's entries run outside the runtime's blocked layout."""
+        return sum(self.unblocked_mparams.get(key, 0.0) for key in component_keys(config))
 
     def describe_overhead(self) -> str:
         constant = f" {self.constant_ms:+.3f} ms" if self.constant_ms else ""
@@ -458,10 +462,11 @@ def build_lut(
                          for index, config in enumerate(holdout_configs)]
         table_settings = {**_settings_dict(settings, estimator), "sessions": 0}
         timed: list[list[Timing]] = []
-        measured_with = replace(settings, layout=runtime == "onnxruntime")
         most = max(1, sessions, attempts)
         while True:
             progress(f"timing them on {device.spec}" + (f" (session {len(timed) + 1})" if timed else ""))
+            # The layout is the model's, not the session's: asked once, in the session whose answer is read.
+            measured_with = replace(settings, layout=runtime == "onnxruntime" and not timed)
             timed.append(device.measure(paths + calibration_paths + holdout_paths, measured_with))
             table_settings["sessions"] = len(timed)
             lut = _table_from(_combined(timed, estimator, settings.rounds), components, calibration_configs,
@@ -523,8 +528,7 @@ def _table_from(figures: list[float], components, calibration_configs, holdout_c
     network_figures = figures[len(components):]
     for config, measured in zip(calibration_configs, network_figures[: len(calibration_configs)], strict=True):
         keys = component_keys(config)
-        unblocked_weights = sum(lut.unblocked_mparams.get(key, 0.0) for key in keys)
-        points.append((lut.sum_ms(config), len(keys), unit_mparams(config), unblocked_weights, measured))
+        points.append((lut.sum_ms(config), len(keys), unit_mparams(config), lut.unblocked_weights(config), measured))
         lut.calibration.append({"config": config.to_dict(), "measured_ms": measured,
                                 "sum_ms": points[-1][0], "components": len(keys)})
     if points:

@@ -62,6 +62,8 @@ class SyntheticDevice(Device):
         """Every time is multiplied by this (a machine or phone that became slower)."""
         self.session_speeds: list[float] = []
         """The speed of each session in turn (then :attr:`speed`)."""
+        self.layouts_asked: list[bool] = []
+        """Per session, whether the settings asked for each model's layout."""
         self.unblocked_cost = 0.0
         """ms per M weights outside the blocked layout added to every network (and each entry's
         such weights reported where the settings ask for the layout)."""
@@ -78,6 +80,7 @@ class SyntheticDevice(Device):
 
     def measure(self, models: Sequence[Path], settings: RunSettings, *, input_file: Path | None = None) -> list[Timing]:
         self.sessions += 1
+        self.layouts_asked.append(settings.layout)
         speed = self.session_speeds[self.sessions - 1] if self.sessions <= len(self.session_speeds) else self.speed
         timings = []
         for index, model in enumerate(models):
@@ -259,7 +262,8 @@ def test_fit_finds_the_cost_of_weights_outside_the_blocked_layout(synthetic_buil
     entries have some, as the device reports when the build asks for the layout): the fit finds
     the cost, the table keeps each entry's weights and predicts the held-out networks exactly;
     the same table without the term misses them."""
-    lut, _ = synthetic_build(unblocked_cost=40.0)
+    lut, device = synthetic_build(unblocked_cost=40.0)
+    assert device.layouts_asked == [True, False]  # the layout is the model's: asked in one session
     assert lut.unblocked_ms == pytest.approx(40.0, rel=1e-6) and lut.beyond_cache_ms == 0.0
     assert lut.unblocked_mparams == {key: entry_unblocked_params(key) / 1e6 for key in lut.entries}
     assert all(abs(row["error"]) < 1e-9 for row in lut.holdout)
